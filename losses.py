@@ -1,0 +1,137 @@
+"""Reconstruction loss: pixel MSE + VGG16 perceptual MSE (reference-spec.md section 2).
+
+Terms, each summed over the (output, target) pairs the objective produces:
+- pixel: MSE(output, target), mean over B*3*S*S;
+- perceptual: for each of relu1_2, relu2_2, relu3_3, relu4_3 of torchvision's VGG16, MSE between the
+  features of output and target (mean over B*C*H*W), weight 1 each.
+VGG sees the [0, 1] RGB image without ImageNet normalisation, as the reference does
+(`imagenet_normalize` switches it on). VGG is frozen and kept in eval mode; outputs and targets go
+through it in one batched forward, and the target features carry no gradient.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from utils.errors import UserError
+
+VGG16_RELU_LAYERS = (3, 8, 15, 22)  # indices in vgg16().features of relu1_2, relu2_2, relu3_3, relu4_3
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def torchvision_vgg16_cache_path() -> Path:
+    """Where torchvision keeps the ImageNet VGG16 file: $TORCH_HOME/hub/checkpoints/vgg16-397923af.pth."""
+    from torchvision.models import VGG16_Weights
+
+    filename = VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _missing_weights_message(where: Path) -> str:
+    return (f"VGG16 ImageNet weights not found at {where}: copy torchvision's "
+            f"{torchvision_vgg16_cache_path().name} there (or set loss.perceptual.weights=/path/to/vgg16.pth); "
+            "for an offline smoke run use loss.perceptual.weights=random, or loss.perceptual.enabled=false for pixel loss only")
+
+
+def load_vgg16_features(weights: str) -> nn.Sequential:
+    """VGG16 `features` up to relu4_3, frozen, in eval mode.
+
+    Args:
+        weights: "imagenet" (torchvision's cache file, see `torchvision_vgg16_cache_path`), a path to
+            a VGG16 state dict (whole network or `features` only), or "random" (smoke runs only:
+            a randomly initialised VGG makes the perceptual term meaningless as a loss).
+    """
+    from torchvision.models import vgg16
+
+    with torch.device("meta"):  # skip initialising the 120M-parameter classifier we never use
+        features = vgg16(weights=None).features[: VGG16_RELU_LAYERS[-1] + 1]
+    features.to_empty(device="cpu")
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):  # torchvision's own VGG initialisation
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+    if weights != "random":
+        path = torchvision_vgg16_cache_path() if weights == "imagenet" else Path(os.path.expanduser(weights))
+        if not path.is_file():
+            raise UserError(_missing_weights_message(path))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file: one line, not a traceback
+            raise UserError(f"{path}: cannot read VGG16 weights ({type(exc).__name__}: {exc})") from None
+        state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+        wanted = features.state_dict()  # layers up to relu4_3; deeper layers of the file are unused
+        missing = [k for k in wanted if k not in state]
+        wrong = [k for k in wanted if k in state and state[k].shape != wanted[k].shape]
+        if missing or wrong:
+            raise UserError(f"{path}: not a VGG16 state dict (missing {missing[:3]}, wrong shapes {wrong[:3]})")
+        features.load_state_dict({k: state[k] for k in wanted})
+    for p in features.parameters():
+        p.requires_grad_(False)
+    return features.eval()
+
+
+class PerceptualFeatures(nn.Module):
+    """Frozen VGG16 returning the activations at relu1_2, relu2_2, relu3_3 and relu4_3."""
+
+    def __init__(self, features: nn.Sequential, imagenet_normalize: bool = False):
+        super().__init__()
+        self.features = features
+        self.imagenet_normalize = imagenet_normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "PerceptualFeatures":
+        super().train(mode)
+        self.features.eval()  # frozen: BatchNorm-free, but keep it in eval whatever the caller does
+        return self
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = (images - self.mean) / self.std if self.imagenet_normalize else images
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in VGG16_RELU_LAYERS:
+                taps.append(x)
+        return taps
+
+
+class ReconstructionLoss(nn.Module):
+    """pixel_weight * pixel MSE + perceptual_weight * VGG16 perceptual MSE, summed over pairs.
+
+    `perceptual=None` gives the pixel term only.
+    """
+
+    def __init__(self, perceptual: PerceptualFeatures | None, pixel_weight: float = 1.0, perceptual_weight: float = 1.0):
+        super().__init__()
+        self.perceptual = perceptual
+        self.pixel_weight = pixel_weight
+        self.perceptual_weight = perceptual_weight
+
+    def forward(self, outputs: list[Tensor], targets: list[Tensor]) -> dict[str, Tensor]:
+        """Returns {"pixel", "perceptual", "total"}; each pair's MSE is a mean, the pairs are summed."""
+        pairs = len(outputs)
+        out = torch.cat(outputs)  # (P*B, 3, S, S), all pairs have the same batch size
+        target = torch.cat(targets).detach()
+        pixel = pairs * F.mse_loss(out.float(), target.float())
+        terms = {"pixel": pixel}
+        total = self.pixel_weight * pixel
+        if self.perceptual is not None:
+            taps = self.perceptual(torch.cat((out, target)))  # one batched VGG forward
+            perceptual = sum(pairs * F.mse_loss(f[: len(out)].float(), f[len(out):].detach().float()) for f in taps)
+            terms["perceptual"] = perceptual
+            total = total + self.perceptual_weight * perceptual
+        terms["total"] = total
+        return terms
+
+
+def build_reconstruction_loss(*, perceptual: bool, weights: str = "imagenet", imagenet_normalize: bool = False,
+                              pixel_weight: float = 1.0, perceptual_weight: float = 1.0) -> ReconstructionLoss:
+    """The loss of the config: pixel only when `perceptual` is False, else pixel + VGG16 (`weights` as above)."""
+    features = PerceptualFeatures(load_vgg16_features(weights), imagenet_normalize) if perceptual else None
+    return ReconstructionLoss(features, pixel_weight, perceptual_weight)

@@ -1,0 +1,409 @@
+"""The landmark autoencoder: FAN detector, heatmap bottleneck, appearance encoder and generator.
+
+Faithful to reference-spec.md sections 1.2-1.8. The training objective (spec 1.7, and the three
+ablations of the paper's Table I) is `LandmarkAutoencoder.forward`; the reconstruction loss is in
+losses.py; optimisation happens only in train.py.
+
+Shape legend: B batch, K landmarks, C channels, S image side (128), M heatmap side (S / 4).
+Points are (x, y) in heatmap pixels unless a name says otherwise (see utils/geometry.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from utils.geometry import render_gaussian_heatmaps, soft_argmax
+
+log = logging.getLogger(__name__)
+
+FanInit = Literal["scratch", "finetune", "incremental"]
+Objective = Literal["all", "baseline", "inter", "cycle"]
+AuxSource = Literal["permute", "third_pass"]
+OBJECTIVES: tuple[str, ...] = ("all", "baseline", "inter", "cycle")
+AUX_SOURCES: tuple[str, ...] = ("permute", "third_pass")
+FAN_INITS: tuple[str, ...] = ("scratch", "finetune", "incremental")
+HEATMAP_STRIDE = 4  # image side / heatmap side, fixed by the architecture (two stride-2 stages)
+
+
+# --------------------------------------------------------------------------------------------
+# FAN detector (spec 1.2)
+
+
+class ProjectedConv3x3(nn.Module):
+    """A frozen 3x3 kernel recombined by a learned out x out matrix (SAIC's "incremental" mode).
+
+    Effective kernel = reshape(W @ reshape(old_weight, (out, in*9))), with W initialised to the
+    identity, so the layer starts as the pretrained convolution. `old_weight` is a registered
+    buffer: checkpoints are self-contained (the reference's are not, spec 1.8).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, old_weight: Tensor | None = None):
+        super().__init__()
+        if old_weight is None:  # filled by load_state_dict from a checkpoint
+            old_weight = torch.zeros(out_channels, in_channels, 3, 3)
+        self.register_buffer("old_weight", old_weight.detach().clone())  # (out, in, 3, 3)
+        self.W = nn.Parameter(torch.eye(out_channels))  # (out, out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out_ch = self.old_weight.shape[0]
+        kernel = (self.W @ self.old_weight.reshape(out_ch, -1)).reshape(self.old_weight.shape)
+        return F.conv2d(x, kernel, padding=1)
+
+
+def _conv3x3(in_channels: int, out_channels: int, projected: bool) -> nn.Module:
+    if projected:
+        return ProjectedConv3x3(in_channels, out_channels)
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+
+class ConvBlock(nn.Module):
+    """Pre-activation block with three 3x3 branches concatenated, plus a residual (spec 1.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, projected: bool = False):
+        super().__init__()
+        half, quarter = out_channels // 2, out_channels // 4
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = _conv3x3(in_channels, half, projected)
+        self.bn2 = nn.BatchNorm2d(half)
+        self.conv2 = _conv3x3(half, quarter, projected)
+        self.bn3 = nn.BatchNorm2d(quarter)
+        self.conv3 = _conv3x3(quarter, quarter, projected)
+        self.downsample = None
+        if in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.BatchNorm2d(in_channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out1 = self.conv1(F.relu(self.bn1(x)))  # (B, C/2, ., .)
+        out2 = self.conv2(F.relu(self.bn2(out1)))  # (B, C/4, ., .)
+        out3 = self.conv3(F.relu(self.bn3(out2)))  # (B, C/4, ., .)
+        residual = x if self.downsample is None else self.downsample(x)
+        return torch.cat((out1, out2, out3), dim=1) + residual  # (B, C, ., .)
+
+
+class HourGlass(nn.Module):
+    """Recursive hourglass: average-pool down, nearest-neighbour up (spec 1.2).
+
+    Module names follow the reference (`b1_4`, `b2_4`, ..., `b2_plus_1`, `b3_1`) so that
+    pretrained state dicts load.
+    """
+
+    def __init__(self, depth: int, features: int, projected: bool = False):
+        super().__init__()
+        self.depth = depth
+        for level in range(depth, 0, -1):
+            self.add_module(f"b1_{level}", ConvBlock(features, features, projected))
+            self.add_module(f"b2_{level}", ConvBlock(features, features, projected))
+            if level == 1:
+                self.add_module("b2_plus_1", ConvBlock(features, features, projected))
+            self.add_module(f"b3_{level}", ConvBlock(features, features, projected))
+
+    def _level(self, level: int, x: Tensor) -> Tensor:
+        upper = self._modules[f"b1_{level}"](x)  # (B, C, h, w)
+        lower = self._modules[f"b2_{level}"](F.avg_pool2d(x, 2))  # (B, C, h/2, w/2)
+        if level > 1:
+            lower = self._level(level - 1, lower)
+        else:
+            lower = self._modules["b2_plus_1"](lower)
+        lower = self._modules[f"b3_{level}"](lower)
+        return upper + F.interpolate(lower, scale_factor=2, mode="nearest")  # (B, C, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._level(self.depth, x)
+
+
+class FAN(nn.Module):
+    """One-stack hourglass landmark detector: (B, 3, S, S) image -> (B, K, S/4, S/4) raw scores.
+
+    With the default `features=256, depth=4` this is exactly the reference's FAN(1, n_points=K)
+    (6,234,762 parameters for K=10). Smaller `features`/`depth` are for CPU-sized configs.
+    `projected=True` builds the incremental form (every 3x3 conv a `ProjectedConv3x3`); use
+    `build_detector` to create it from pretrained weights.
+    """
+
+    def __init__(self, *, num_points: int, features: int = 256, depth: int = 4, projected: bool = False):
+        super().__init__()
+        f1, f2 = features // 4, features // 2
+        self.conv1 = nn.Conv2d(3, f1, 7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(f1)
+        self.conv2 = ConvBlock(f1, f2, projected)
+        self.conv3 = ConvBlock(f2, f2, projected)
+        self.conv4 = ConvBlock(f2, features, projected)
+        self.m0 = HourGlass(depth, features, projected)
+        self.top_m_0 = ConvBlock(features, features, projected)
+        self.conv_last0 = nn.Conv2d(features, features, 1)
+        self.bn_end0 = nn.BatchNorm2d(features)
+        self.l_0 = nn.Conv2d(features, num_points, 1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(images)))  # (B, f/4, S/2, S/2)
+        x = F.avg_pool2d(self.conv2(x), 2)  # (B, f/2, S/4, S/4)
+        x = self.conv4(self.conv3(x))  # (B, f, S/4, S/4)
+        x = self.top_m_0(self.m0(x))  # (B, f, S/4, S/4)
+        x = F.relu(self.bn_end0(self.conv_last0(x)))
+        return self.l_0(x)  # (B, K, S/4, S/4) raw scores
+
+
+class LoadReport(NamedTuple):
+    """What `load_matching` did with a pretrained state dict."""
+
+    copied: list[str]
+    skipped_shape: list[str]  # in both, shapes differ (e.g. a 16-joint head when K=10)
+    unexpected: list[str]  # in the file, not in the model
+    missing: list[str]  # in the model, not in the file: left at their initial values
+
+    def summary(self) -> str:
+        parts = [f"copied {len(self.copied)} tensors"]
+        if self.skipped_shape:
+            parts.append(f"skipped {len(self.skipped_shape)} with other shapes ({', '.join(self.skipped_shape)})")
+        if self.missing:
+            parts.append(f"{len(self.missing)} left initialised ({', '.join(self.missing[:6])}"
+                         f"{', ...' if len(self.missing) > 6 else ''})")
+        if self.unexpected:
+            parts.append(f"ignored {len(self.unexpected)} unknown ({', '.join(self.unexpected[:6])}"
+                         f"{', ...' if len(self.unexpected) > 6 else ''})")
+        return "; ".join(parts)
+
+
+def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
+    """The state dict inside a loaded file: accepts {'state_dict': ...} wrappers and 'module.' prefixes."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a state dict, got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def load_matching(module: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadReport:
+    """Copy every tensor whose key and shape match; report everything else (nothing is silent)."""
+    own = module.state_dict()
+    copied, skipped, unexpected = [], [], []
+    for key, value in state_dict.items():
+        if key not in own:
+            unexpected.append(key)
+        elif own[key].shape != value.shape:
+            skipped.append(f"{key} {tuple(value.shape)}->{tuple(own[key].shape)}")
+        else:
+            own[key] = value.to(own[key].dtype)
+            copied.append(key)
+    module.load_state_dict(own)
+    missing = [k for k in own if k not in state_dict]
+    return LoadReport(copied, skipped, unexpected, missing)
+
+
+def convert_to_incremental(fan: FAN) -> FAN:
+    """Freeze every 3x3 conv of every ConvBlock as a `ProjectedConv3x3` with W = identity (in place)."""
+    for block in [m for m in fan.modules() if isinstance(m, ConvBlock)]:
+        for name in ("conv1", "conv2", "conv3"):
+            conv = getattr(block, name)
+            if isinstance(conv, nn.Conv2d):
+                out_ch, in_ch = conv.weight.shape[:2]
+                setattr(block, name, ProjectedConv3x3(in_ch, out_ch, conv.weight.data))
+    return fan
+
+
+def build_detector(*, num_points: int, init: FanInit = "scratch", pretrained: Mapping[str, Tensor] | None = None,
+                   features: int = 256, depth: int = 4) -> tuple[FAN, LoadReport | None]:
+    """Create the FAN in one of the three initialisation modes of spec 1.8.
+
+    - scratch: random initialisation, `pretrained` must be None;
+    - finetune: load the matching tensors of `pretrained`, train everything;
+    - incremental: load `pretrained`, then freeze each 3x3 kernel and learn W (out x out).
+    Returns the detector and the load report (None for scratch).
+    """
+    if init not in FAN_INITS:
+        raise ValueError(f"unknown FAN init {init!r}; expected one of {FAN_INITS}")
+    fan = FAN(num_points=num_points, features=features, depth=depth)
+    report = None
+    if init != "scratch":
+        if pretrained is None:
+            raise ValueError(f"FAN init {init!r} needs pretrained weights (fan_109.pth)")
+        report = load_matching(fan, pretrained)
+    if init == "incremental":
+        convert_to_incremental(fan)
+    return fan, report
+
+
+# --------------------------------------------------------------------------------------------
+# Appearance encoder and generator (spec 1.5-1.6)
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+
+
+class AppearanceEncoder(nn.Module):
+    """(B, 3, S, S) image -> (B, 4*conv_dim, S/4, S/4) appearance features F (spec 1.5)."""
+
+    def __init__(self, conv_dim: int = 32):
+        super().__init__()
+        self.layers = nn.Sequential(
+            *_conv_bn_relu(3, conv_dim, 7, 1, 3),
+            *_conv_bn_relu(conv_dim, 2 * conv_dim, 4, 2, 1),
+            *_conv_bn_relu(2 * conv_dim, 4 * conv_dim, 4, 2, 1),
+        )
+        self.out_channels = 4 * conv_dim
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.layers(images)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN added to the input, no ReLU after the sum (spec 1.6)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """Renders an image from (appearance image, K heatmaps): Psi(Phi_E(x), H) in [0, 1].
+
+    Holds the appearance encoder, as the reference's Generator does (so the parameter count of
+    "the generator" is encoder + decoder: 2,424,424 for K=10). Widths: C = 4*conv_dim + K, then
+    C//2 and C//4 (138/69/34 for K=10).
+    """
+
+    def __init__(self, *, num_points: int, conv_dim: int = 32, res_blocks: int = 6):
+        super().__init__()
+        self.encoder = AppearanceEncoder(conv_dim)
+        c = self.encoder.out_channels + num_points
+        layers: list[nn.Module] = [nn.BatchNorm2d(c)]
+        layers += [ResidualBlock(c) for _ in range(res_blocks)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True)]
+            c //= 2
+        layers += [nn.Conv2d(c, 3, 7, 1, 3, bias=False), nn.Tanh()]
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(self, appearance_images: Tensor, heatmaps: Tensor) -> Tensor:
+        features = self.encoder(appearance_images)  # (B, 4*conv_dim, M, M)
+        out = self.decoder(torch.cat((features, heatmaps.to(features.dtype)), dim=1))  # (B, 3, S, S) in [-1, 1]
+        return 0.5 * (out + 1.0)  # (B, 3, S, S) in [0, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# The auxiliary subject (spec 3.4)
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """A uniformly random permutation of range(n) with no fixed point (no sample is its own auxiliary).
+
+    Rejection sampling: a random permutation is a derangement with probability ~1/e, so this takes
+    about e draws on average. Returns a (n,) int64 tensor on the CPU.
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 elements, got {n} (use batch size >= 2)")
+    ident = torch.arange(n)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        if not bool((perm == ident).any()):
+            return perm
+
+
+# --------------------------------------------------------------------------------------------
+# The full model and the training objective (spec 1.7)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconstructions:
+    """What one training forward produces. The loss compares `outputs[i]` with `targets[i]`."""
+
+    outputs: list[Tensor]  # final reconstructions, each (B, 3, S, S) in [0, 1]
+    targets: list[Tensor]  # the images they should equal
+    points_x: Tensor  # (B, K, 2) detected on x, heatmap pixels
+    points_x_prime: Tensor  # (B, K, 2) detected on x', heatmap pixels
+    intermediates: dict[str, Tensor]  # images rendered on the way (no loss on them), for pictures
+
+
+class LandmarkAutoencoder(nn.Module):
+    """Detector + bottleneck + generator, with the training objectives of the paper's Table I.
+
+    Objectives (x, x' two views of one image; a the auxiliary subject, another image of the batch;
+    G(appearance image, heatmaps) the generator; H(.) detected heatmaps):
+    - all (the paper, spec 1.7): x_a = G(x, H(a)), x'_a = G(x', H(a));
+      loss on G(x'_a, H(x)) vs x and G(x_a, H(x')) vs x'.
+    - baseline (SAIC): G(x', H(x)) vs x.
+    - inter ("+ inter-subject mapping only"): the one path x -> a's landmarks -> x' landmarks:
+      G(G(x, H(a)), H(x')) vs x'.
+    - cycle ("+ cycle only"): the intra-subject cycle through the other view's landmarks, without
+      an auxiliary subject: G(G(x', H(x)), H(x')) vs x' and G(G(x, H(x')), H(x)) vs x.
+    The paper describes each ablation in one line; `inter` and `cycle` are our reading of them
+    (README, "Table I ablations").
+    """
+
+    def __init__(self, *, detector: FAN, generator: Generator, temperature: float = 0.1, heatmap_s: float = 0.5):
+        super().__init__()
+        self.detector = detector
+        self.generator = generator
+        self.temperature = temperature
+        self.heatmap_s = heatmap_s
+
+    def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) images -> points (B, K, 2) in heatmap pixels and heatmaps (B, K, M, M)."""
+        scores = self.detector(images)  # (B, K, M, M)
+        points = soft_argmax(scores, self.temperature)  # (B, K, 2)
+        heatmaps = render_gaussian_heatmaps(points, scores.shape[-1], self.heatmap_s)  # (B, K, M, M)
+        return points, heatmaps
+
+    def forward(self, x: Tensor, x_prime: Tensor, aux_index: Tensor, objective: Objective = "all",
+                aux_source: AuxSource = "permute") -> Reconstructions:
+        """One training forward.
+
+        Args:
+            x, x_prime: (B, 3, S, S) two views of the same B images, RGB in [0, 1].
+            aux_index: (B,) a derangement: sample b's auxiliary subject is x[aux_index[b]].
+            objective: one of OBJECTIVES (see the class docstring).
+            aux_source: `permute` takes the auxiliary heatmaps as H(x)[aux_index] (one detector pass
+                fewer; identical in train mode because BatchNorm statistics ignore order);
+                `third_pass` runs the detector on x[aux_index] as the reference does.
+        """
+        points, heat = self.detect(x)
+        points_p, heat_p = self.detect(x_prime)
+        G = self.generator
+        if objective == "baseline":
+            x_rec = G(x_prime, heat)
+            return Reconstructions([x_rec], [x], points, points_p, {})
+        if objective == "cycle":
+            x_mid, xp_mid = G(x, heat_p), G(x_prime, heat)
+            return Reconstructions([G(xp_mid, heat_p), G(x_mid, heat)], [x_prime, x], points, points_p,
+                                   {"x_with_x_prime_points": x_mid, "x_prime_with_x_points": xp_mid})
+        if objective not in ("all", "inter"):
+            raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+        aux_index = aux_index.to(x.device)
+        if aux_source == "permute":
+            heat_aux = heat[aux_index]  # (B, K, M, M), gradients kept
+        elif aux_source == "third_pass":
+            heat_aux = self.detect(x[aux_index])[1]
+        else:
+            raise ValueError(f"unknown aux_source {aux_source!r}; expected one of {AUX_SOURCES}")
+        x_aux = G(x, heat_aux)  # appearance of x, geometry of a
+        if objective == "inter":
+            return Reconstructions([G(x_aux, heat_p)], [x_prime], points, points_p, {"x_with_aux_points": x_aux})
+        xp_aux = G(x_prime, heat_aux)  # appearance of x', geometry of a
+        x_prime_rec = G(x_aux, heat_p)  # back to x' (cycle through the auxiliary subject)
+        x_rec = G(xp_aux, heat)
+        return Reconstructions([x_rec, x_prime_rec], [x, x_prime], points, points_p,
+                               {"x_with_aux_points": x_aux, "x_prime_with_aux_points": xp_aux})
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,91 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from losses import (
+    PerceptualFeatures, ReconstructionLoss, build_reconstruction_loss, load_vgg16_features, torchvision_vgg16_cache_path,
+)
+from utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def random_vgg():
+    torch.manual_seed(0)
+    return load_vgg16_features("random")
+
+
+def test_vgg_is_frozen_in_eval_mode_and_cut_at_relu4_3(random_vgg):
+    features = PerceptualFeatures(random_vgg)
+    features.train()
+    assert not features.features.training
+    assert all(not p.requires_grad for p in features.parameters())
+    taps = features(torch.rand(1, 3, 64, 64))
+    assert [t.shape[1:] for t in taps] == [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8)]
+    assert all(float(t.min()) >= 0 for t in taps)  # taps are after ReLUs
+    assert len(random_vgg) == 23
+
+
+def test_batched_loss_equals_the_reference_sum_of_separate_terms(random_vgg):
+    features = PerceptualFeatures(random_vgg)
+    loss = ReconstructionLoss(features)
+    outs = [torch.rand(2, 3, 32, 32, requires_grad=True) for _ in range(2)]
+    targets = [torch.rand(2, 3, 32, 32) for _ in range(2)]
+    terms = loss(outs, targets)
+    pixel = sum(F.mse_loss(o, t) for o, t in zip(outs, targets))
+    perceptual = sum(F.mse_loss(fo, ft) for o, t in zip(outs, targets) for fo, ft in zip(features(o), features(t)))
+    assert torch.allclose(terms["pixel"], pixel)
+    assert torch.allclose(terms["perceptual"], perceptual, rtol=1e-5)
+    assert torch.allclose(terms["total"], pixel + perceptual, rtol=1e-5)
+    terms["total"].backward()
+    assert all(o.grad is not None for o in outs)
+
+
+def test_imagenet_normalisation_switch_changes_the_features(random_vgg):
+    img = torch.rand(1, 3, 32, 32)
+    plain = PerceptualFeatures(random_vgg)(img)[0]
+    normalised = PerceptualFeatures(random_vgg, imagenet_normalize=True)(img)[0]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert not torch.allclose(plain, normalised)
+    assert torch.allclose(normalised, PerceptualFeatures(random_vgg)((img - mean) / std)[0])
+
+
+def test_pixel_only_loss_has_no_vgg():
+    loss = build_reconstruction_loss(perceptual=False)
+    out, target = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    terms = loss([out], [target])
+    assert set(terms) == {"pixel", "total"}
+    assert terms["total"].item() == pytest.approx(0.25)
+
+
+def test_missing_imagenet_weights_fail_with_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError) as info:
+        build_reconstruction_loss(perceptual=True, weights="imagenet")
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(torchvision_vgg16_cache_path()) in message and "weights=random" in message
+    with pytest.raises(UserError, match="not found at .*nowhere.pth"):
+        load_vgg16_features(str(tmp_path / "nowhere.pth"))
+
+
+def test_weights_load_from_a_path_and_from_the_torchvision_cache(tmp_path, monkeypatch, random_vgg):
+    features_only = random_vgg.state_dict()  # keys "0.weight", ...: a file of `features` alone
+    path = tmp_path / "vgg.pth"
+    torch.save(features_only, path)
+    assert torch.equal(load_vgg16_features(str(path))[0].weight, features_only["0.weight"])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torchvision_vgg16_cache_path().parent.mkdir(parents=True)
+    whole_network_keys = {f"features.{k}": v for k, v in features_only.items()}  # as torchvision saves it
+    torch.save(whole_network_keys, torchvision_vgg16_cache_path())
+    assert torch.equal(load_vgg16_features("imagenet")[21].weight, features_only["21.weight"])
+
+
+def test_a_file_that_is_not_vgg_is_reported(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, path)
+    with pytest.raises(UserError, match="not a VGG16 state dict"):
+        load_vgg16_features(str(path))
+    path.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read VGG16 weights"):
+        load_vgg16_features(str(path))

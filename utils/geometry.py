@@ -1,0 +1,72 @@
+"""Landmark geometry on tensors: score maps -> points -> Gaussian heatmaps, and unit conversions.
+
+These are the bottleneck of the model (spec 1.3-1.4) as small pure functions. They are
+differentiable, work on any device and dtype, and keep no state.
+
+Shape legend: B batch, K landmarks, H x W heatmap size.
+
+Coordinate convention, used everywhere in this repository:
+- points are (x, y), x the column and y the row;
+- "heatmap pixels" are indices on the H x W grid: the centre of the top-left cell is (0, 0);
+- "image pixels" are indices on the input image, with the same centre-of-pixel convention;
+- one heatmap cell covers `stride = image_size / heatmap_size` image pixels, so the centre of
+  cell i is at image pixel (i + 0.5) * stride - 0.5 (`heatmap_to_image_xy`). The reference
+  multiplies by 4 and ignores the half-pixel offset; the regressor is affine, so NME is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def soft_argmax(scores: Tensor, temperature: float = 0.1) -> Tensor:
+    """Expected (x, y) position of each score map under a softmax with temperature.
+
+    p_k(i, j) = softmax over all H*W cells of scores_k(i, j) / temperature;
+    x_k = sum p_k(i, j) * j and y_k = sum p_k(i, j) * i.
+
+    Args:
+        scores: (B, K, H, W) raw detector scores.
+        temperature: softmax temperature T; smaller is peakier (the paper uses 0.1).
+    Returns:
+        (B, K, 2) points (x, y) in heatmap pixels, in float32 or the input's wider dtype.
+    """
+    b, k, h, w = scores.shape
+    dtype = torch.promote_types(scores.dtype, torch.float32)  # bf16 scores: softmax in fp32
+    prob = torch.softmax(scores.to(dtype).reshape(b, k, h * w) / temperature, dim=-1)
+    prob = prob.reshape(b, k, h, w)  # (B, K, H, W), sums to 1 per map
+    cols = torch.arange(w, device=scores.device, dtype=dtype)  # (W,)
+    rows = torch.arange(h, device=scores.device, dtype=dtype)  # (H,)
+    x = (prob.sum(dim=2) * cols).sum(dim=-1)  # (B, K): marginal over rows, then E[j]
+    y = (prob.sum(dim=3) * rows).sum(dim=-1)  # (B, K): marginal over columns, then E[i]
+    return torch.stack((x, y), dim=-1)  # (B, K, 2)
+
+
+def render_gaussian_heatmaps(points_xy: Tensor, size: int, s: float = 0.5) -> Tensor:
+    """Draw each point as an unnormalised isotropic Gaussian exp(-d^2 / s) on a size x size grid.
+
+    `s` plays the role of 2 sigma^2 (the reference's "sigma" flag, 0.5 by default, i.e. sigma = 0.5
+    heatmap pixels). The value at the point itself is 1.
+
+    Args:
+        points_xy: (B, K, 2) points (x, y) in heatmap pixels.
+        size: heatmap side H = W.
+        s: spread; the value at distance d from the point is exp(-d^2 / s).
+    Returns:
+        (B, K, size, size) heatmaps in the dtype of `points_xy`.
+    """
+    grid = torch.arange(size, device=points_xy.device, dtype=points_xy.dtype)  # (S,)
+    dx2 = (grid.view(1, 1, 1, size) - points_xy[..., 0, None, None]) ** 2  # (B, K, 1, S)
+    dy2 = (grid.view(1, 1, size, 1) - points_xy[..., 1, None, None]) ** 2  # (B, K, S, 1)
+    return torch.exp(-(dx2 + dy2) / s)  # (B, K, S, S)
+
+
+def heatmap_to_image_xy(points_xy: Tensor, stride: float) -> Tensor:
+    """Heatmap pixels -> image pixels (centre-of-cell convention). Any shape (..., 2)."""
+    return (points_xy + 0.5) * stride - 0.5
+
+
+def image_to_heatmap_xy(points_xy: Tensor, stride: float) -> Tensor:
+    """Image pixels -> heatmap pixels; the inverse of `heatmap_to_image_xy`. Any shape (..., 2)."""
+    return (points_xy + 0.5) / stride - 0.5
