@@ -1,0 +1,757 @@
+"""Evaluate detected landmarks with the linear-regressor protocol (spec section 5) and compare to the paper.
+
+    python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl
+    python eval_regressor.py --train mafl-train.npz --test mafl-test.npz --mode both --repeats 10
+
+Reads the per-split `.npz` files written by extract_data.py (`save_detections` below defines the
+format), fits a ridge regressor from detected to annotated points (forward; "bwd" is the reverse) on
+the training split and reports the test NME in percent of the inter-ocular distance, beside the
+paper's Table I, then the few-shot table (N training images, mean ± std over seeded draws) beside
+Table II. Writes results.md/.json/.csv and PNG figures to --out.
+
+Deliberate differences from the reference, each behind a named switch: the few-shot draws use exactly
+N images over --repeats seeded draws (`--reference-fewshot`: one draw of N + 1), and the backward error
+divides by K instead of a hard-coded 10 (`--reference-backward`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils import paper_results
+from utils.errors import UserError
+from utils.metrics import (
+    CROP_SIZE,
+    SOLVERS,
+    backward_error,
+    fewshot_indices,
+    interocular_distance,
+    normalised_point_errors,
+    regress_points,
+)
+
+LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")  # annotated order
+DATASETS = ("mafl", "aflw", "mtfl")
+DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
+REFERENCE_BACKWARD_DIVISOR = 10  # the reference's hard-coded K in the backward error
+MAX_PREVIEW = 32  # at most this many preview faces are stored and drawn
+PREVIEW_MIN_SIDE = 128  # preview faces are upscaled to at least this side for drawing
+REQUIRED_KEYS = ("detected", "annotated", "names", "split", "checkpoint", "settings")
+_SPLIT_RE = re.compile(r"^([a-z0-9_]+)-(train|val|test)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# The detections file
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """One split's detected and annotated points; see `save_detections` for the file format.
+
+    detected_xy_px: (N, K, 2) float32; annotated_xy_px: (N, 5, 2) float32, both (x, y) crop pixels at
+    the 128-px scale, pixel-centre convention. names: (N,) str. preview_images: (M, S, S, 3) uint8 RGB
+    crops of the first M images, or None.
+    """
+
+    path: str
+    detected_xy_px: np.ndarray
+    annotated_xy_px: np.ndarray
+    names: np.ndarray
+    split: str
+    checkpoint: str
+    settings: dict
+    preview_images: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+    @property
+    def k(self) -> int:
+        return self.detected_xy_px.shape[1]
+
+
+def _first_bad(where: str, what: str, bad: np.ndarray, names: np.ndarray, fix: str) -> None:
+    """Raise a UserError naming how many images (bad: (N,) bool) have a problem, and the first one."""
+    if bad.any():
+        first = names[int(np.argmax(bad))]
+        raise UserError(f"{where}: {what} in {int(bad.sum())} of {len(bad)} images (first: {first}); {fix}")
+
+
+def _checked(
+    where: str,
+    detected: np.ndarray,
+    annotated: np.ndarray,
+    names: np.ndarray,
+    split: str,
+    checkpoint: str,
+    settings: dict,
+    preview_images: np.ndarray | None,
+) -> Detections:
+    """Validate the arrays of one split and bundle them; every problem is a UserError naming `where`."""
+    if detected.ndim != 3 or detected.shape[2] != 2 or detected.shape[1] < 1 or detected.dtype.kind != "f":
+        raise UserError(f"{where}: 'detected' is {detected.dtype} {detected.shape}; expected float (N, K, 2)")
+    n = len(detected)
+    if n == 0:
+        raise UserError(f"{where}: the file holds no images; expected a non-empty split")
+    if annotated.shape != (n, len(LANDMARK_NAMES), 2) or annotated.dtype.kind != "f":
+        raise UserError(
+            f"{where}: 'annotated' is {annotated.dtype} {annotated.shape}; expected float (N={n}, 5, 2)"
+        )
+    if names.shape != (n,) or names.dtype.kind != "U":
+        raise UserError(f"{where}: 'names' is {names.dtype} {names.shape}; expected str ({n},)")
+    fix = "re-run extract_data.py, or check the checkpoint and annotations"
+    _first_bad(where, "non-finite detected points", ~np.isfinite(detected).all(axis=(1, 2)), names, fix)
+    _first_bad(where, "non-finite annotated points", ~np.isfinite(annotated).all(axis=(1, 2)), names, fix)
+    _first_bad(where, "coinciding annotated eyes", interocular_distance(annotated) <= 0, names, fix)
+    if not split:
+        raise UserError(f"{where}: empty 'split'; expected a name such as 'mafl-train'")
+    if preview_images is not None:
+        m = len(preview_images)
+        if preview_images.ndim != 4 or preview_images.shape[3] != 3 or preview_images.dtype != np.uint8:
+            raise UserError(
+                f"{where}: 'preview_images' is {preview_images.dtype} {preview_images.shape}; "
+                "expected uint8 (M, S, S, 3) RGB"
+            )
+        if not 1 <= m <= min(n, MAX_PREVIEW):
+            raise UserError(f"{where}: {m} preview images; expected 1 to {min(n, MAX_PREVIEW)}")
+    return Detections(where, detected, annotated, names, split, checkpoint, settings, preview_images)
+
+
+def parse_split(split: str, where: str) -> tuple[str, str]:
+    """'mafl-train' -> ('mafl', 'train'); the part is train, val or test. Case-insensitive."""
+    match = _SPLIT_RE.match(split.lower())
+    if match is None:
+        raise UserError(f"{where}: split {split!r} is not '<dataset>-train|val|test' (e.g. 'mafl-train')")
+    return match.group(1), match.group(2)
+
+
+def save_detections(
+    path: str | Path,
+    *,
+    detected_xy_px: np.ndarray,
+    annotated_xy_px: np.ndarray,
+    names: list[str] | np.ndarray,
+    split: str,
+    checkpoint: str,
+    settings: dict,
+    preview_images: np.ndarray | None = None,
+) -> Path:
+    """Validate one split's points and write them atomically as an .npz (temp file, fsync, os.replace).
+
+    Args:
+        path: output file, conventionally `<dir>/<dataset>-<part>.npz` (e.g. mafl-train.npz).
+        detected_xy_px: (N, K, 2) detected (x, y) in crop pixels at the 128-px scale, pixel centres.
+        annotated_xy_px: (N, 5, 2) annotated (x, y) in the same pixels: left eye, right eye, nose,
+            left mouth corner, right mouth corner.
+        names: N image names.
+        split: the split's name; eval_regressor needs '<dataset>-<part>' with part train, val or test
+            (e.g. 'mafl-train', 'aflw-test'); other names (e.g. 'celeba') are stored as they are.
+        checkpoint: identity of the detector (e.g. 'path@sha256-prefix').
+        settings: extraction settings (JSON-serialisable), stored as a JSON string.
+        preview_images: optional (M, S, S, 3) uint8 RGB crops of the first M <= 32 images; an empty
+            array (M = 0) is the same as None.
+    Returns:
+        the path written. Raises UserError if the arrays are malformed or contain NaN.
+    """
+    path = Path(path)
+    preview = None if preview_images is None or len(preview_images) == 0 else np.asarray(preview_images)
+    det = _checked(
+        str(path),
+        np.asarray(detected_xy_px, dtype=np.float32),
+        np.asarray(annotated_xy_px, dtype=np.float32),
+        np.asarray(names, dtype=str),
+        split,
+        checkpoint,
+        settings,
+        preview,
+    )
+    arrays = {
+        "detected": det.detected_xy_px,
+        "annotated": det.annotated_xy_px,
+        "names": det.names,
+        "split": np.asarray(split),
+        "checkpoint": np.asarray(checkpoint),
+        "settings": np.asarray(json.dumps(settings, sort_keys=True)),
+    }
+    if preview is not None:
+        arrays["preview_images"] = preview
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def _scalar_str(where: str, arrays: dict, key: str) -> str:
+    value = arrays[key]
+    if value.ndim != 0 or value.dtype.kind != "U":
+        raise UserError(f"{where}: '{key}' is {value.dtype} {value.shape}; expected a string scalar")
+    return str(value)
+
+
+def load_detections(path: str | Path) -> Detections:
+    """Read and validate one split written by `save_detections`; any problem is a one-line UserError."""
+    where = str(path)
+    if not Path(path).is_file():
+        raise UserError(f"{where}: file not found; expected a detections .npz written by extract_data.py")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{where}: not an .npz (zip) archive; expected the file written by extract_data.py")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, corrupt, object arrays
+        raise UserError(f"{where}: unreadable .npz ({exc}); re-run extract_data.py") from None
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise UserError(f"{where}: missing keys {missing}; expected {list(REQUIRED_KEYS)}")
+    try:
+        settings = json.loads(_scalar_str(where, arrays, "settings"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: 'settings' is not valid JSON ({exc})") from None
+    return _checked(
+        where,
+        arrays["detected"],
+        arrays["annotated"],
+        arrays["names"],
+        _scalar_str(where, arrays, "split"),
+        _scalar_str(where, arrays, "checkpoint"),
+        settings,
+        arrays.get("preview_images"),
+    )
+
+
+def check_pair(train: Detections, test: Detections) -> str:
+    """Check that the two files form a train/test pair of one dataset and detector; return the dataset."""
+    train_set, train_part = parse_split(train.split, train.path)
+    test_set, test_part = parse_split(test.split, test.path)
+    if train_part != "train":
+        raise UserError(
+            f"{train.path}: split is {train.split!r}; --train needs a training split (e.g. mafl-train.npz)"
+        )
+    if test_part == "train":
+        raise UserError(f"{test.path}: split is {test.split!r}; --test needs a test or val split")
+    if train_set != test_set:
+        raise UserError(
+            f"{test.path}: dataset {test_set!r} differs from the training file's {train_set!r} "
+            f"({train.path}); pass two splits of one dataset"
+        )
+    if train.k != test.k:
+        raise UserError(
+            f"{test.path}: K={test.k} detected points but the training file has K={train.k} "
+            f"({train.path}); extract both splits with the same checkpoint"
+        )
+    if train.checkpoint != test.checkpoint:
+        print(
+            f"warning: train and test detections come from different checkpoints "
+            f"({train.checkpoint!r} vs {test.checkpoint!r})",
+            file=sys.stderr,
+        )
+    return train_set
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Resolved settings of one evaluation run (built from the command line by `config_from_args`)."""
+
+    train_path: Path
+    test_path: Path
+    out_dir: Path
+    reg: float = 1e-4
+    bias: bool = True
+    modes: tuple[str, ...] = ("fwd",)
+    solver: str = "closed-form"
+    fewshot: bool = True
+    sizes: tuple[int | str, ...] = (1, 5, 10, 100, 500, 1000, 5000, "all")
+    repeats: int = 10
+    seed: int = 0
+    reference_fewshot: bool = False
+    reference_backward: bool = False
+    paper_table: str = "auto"
+    label: str | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_argument_group("inputs (either --train/--test or --dir/--dataset)")
+    src.add_argument("--train", type=Path, help="detections .npz of the training split (regressor fit)")
+    src.add_argument("--test", type=Path, help="detections .npz of the test split (NME is reported on it)")
+    src.add_argument(
+        "--dir", type=Path,
+        help="folder holding <dataset>-train.npz and <dataset>-test.npz (mtfl: -val.npz if -test is absent)",
+    )
+    src.add_argument("--dataset", choices=DATASETS, help="which dataset's files to take from --dir")
+    p.add_argument(
+        "--reg", type=float, default=1e-4,
+        help="ridge lambda, relative to the largest entry of XᵀX (default %(default)g, the "
+        "reference README's value); raise it if few-shot NME explodes at small N; 0 is plain least squares",
+    )
+    p.add_argument(
+        "--bias", action=argparse.BooleanOptionalAction, default=True,
+        help="fit an intercept by centring both sides (default, the reference); --no-bias is IMM's variant",
+    )
+    p.add_argument(
+        "--mode", choices=("fwd", "bwd", "both"), default="fwd",
+        help="fwd: detected -> annotated (the paper's metric); bwd: annotated -> detected, which "
+        "penalises detected points that annotations cannot explain (default %(default)s)",
+    )
+    p.add_argument(
+        "--solver", choices=SOLVERS, default="closed-form",
+        help="closed-form ridge (the reference) or scikit-learn Ridge with the matched alpha; both "
+        "agree to rounding, and the other one is always run once as a cross-check (default %(default)s)",
+    )
+    p.add_argument(
+        "--fewshot", action=argparse.BooleanOptionalAction, default=True,
+        help="also run the few-shot table (Table II; default on); --no-fewshot for only the all-images row",
+    )
+    p.add_argument(
+        "--sizes", default=DEFAULT_SIZES,
+        help="few-shot numbers of training images N, or 'all' (default %(default)s, Table II)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=10,
+        help="seeded draws per few-shot N (default %(default)s); more draws narrow the ± of the mean",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the few-shot draws (default %(default)s); change it to check the spread",
+    )
+    p.add_argument(
+        "--reference-fewshot", action="store_true",
+        help="reproduce the reference: one draw of N + 1 images (spec 7, bug 9); only for comparison",
+    )
+    p.add_argument(
+        "--reference-backward", action="store_true",
+        help="reproduce the reference's backward error, divided by 10 whatever K is (spec 7, bug 8)",
+    )
+    p.add_argument(
+        "--out", type=Path,
+        help="output folder for results.md/.json/.csv and PNGs (default: <test npz folder>/eval)",
+    )
+    p.add_argument(
+        "--paper-table", choices=("auto", "mafl", "aflw", "none"), default="auto",
+        help="which paper column to print beside ours (default auto: follows the dataset, none for mtfl)",
+    )
+    p.add_argument("--label", help="name of our row (default: checkpoint and K from the files)")
+    return p
+
+
+def parse_sizes(text: str) -> tuple[int | str, ...]:
+    """'1,5,all' -> (1, 5, 'all'); each a positive integer or 'all', no repeats."""
+    sizes: list[int | str] = []
+    for token in (t.strip().lower() for t in text.split(",")):
+        if token != "all" and not (token.isdigit() and int(token) > 0):
+            raise UserError(f"--sizes: {token!r} is not a positive integer or 'all' (e.g. 1,5,10,all)")
+        size = token if token == "all" else int(token)
+        if size in sizes:
+            raise UserError(f"--sizes: {token!r} is listed twice")
+        sizes.append(size)
+    return tuple(sizes)
+
+
+def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(train npz, test npz) from --train/--test or from --dir/--dataset."""
+    if args.dir is not None or args.dataset is not None:
+        if args.train is not None or args.test is not None:
+            raise UserError("give either --train/--test or --dir/--dataset, not both")
+        if args.dir is None or args.dataset is None:
+            raise UserError("--dir and --dataset go together (e.g. --dir runs/x/detections --dataset mafl)")
+        test = args.dir / f"{args.dataset}-test.npz"
+        if args.dataset == "mtfl" and not test.is_file():
+            test = args.dir / "mtfl-val.npz"
+        return args.dir / f"{args.dataset}-train.npz", test
+    if args.train is None or args.test is None:
+        raise UserError("give --train and --test (the detections .npz files), or --dir and --dataset")
+    return args.train, args.test
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    train_path, test_path = resolve_inputs(args)
+    if args.reg < 0:
+        raise UserError(f"--reg must be >= 0, got {args.reg}")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    return EvalConfig(
+        train_path=train_path,
+        test_path=test_path,
+        out_dir=args.out if args.out is not None else test_path.parent / "eval",
+        reg=args.reg,
+        bias=args.bias,
+        modes=("fwd", "bwd") if args.mode == "both" else (args.mode,),
+        solver=args.solver,
+        fewshot=args.fewshot,
+        sizes=parse_sizes(args.sizes),
+        repeats=args.repeats,
+        seed=args.seed,
+        reference_fewshot=args.reference_fewshot,
+        reference_backward=args.reference_backward,
+        paper_table=args.paper_table,
+        label=args.label,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Test errors of one regressor fit. errors: (M,) fractions of the IOD; point_errors: (M, 5)
+    per annotated landmark (forward only, else None); pred_xy_px: (M, Q, 2) predicted points."""
+
+    errors: np.ndarray
+    point_errors: np.ndarray | None
+    pred_xy_px: np.ndarray
+
+
+@dataclass(frozen=True)
+class FewShotRow:
+    """One few-shot size: `n_images` training images per draw, errors (R,) = test mean error per draw."""
+
+    size: int | str
+    n_images: int
+    errors: np.ndarray
+
+
+def fit_and_score(
+    train: Detections, test: Detections, mode: str, indices: np.ndarray, cfg: EvalConfig
+) -> FitResult:
+    """Fit on train[indices] and score on the whole test split; mode 'fwd' or 'bwd'."""
+    if mode == "fwd":
+        pred = regress_points(
+            train.detected_xy_px[indices], train.annotated_xy_px[indices], test.detected_xy_px,
+            cfg.reg, cfg.bias, cfg.solver,
+        )  # (M, 5, 2)
+        iod = interocular_distance(test.annotated_xy_px)  # (M,)
+        point_errors = normalised_point_errors(pred, test.annotated_xy_px, iod)  # (M, 5)
+        return FitResult(point_errors.mean(axis=1), point_errors, pred)
+    pred = regress_points(
+        train.annotated_xy_px[indices], train.detected_xy_px[indices], test.annotated_xy_px,
+        cfg.reg, cfg.bias, cfg.solver,
+    )  # (M, K, 2)
+    divisor = REFERENCE_BACKWARD_DIVISOR if cfg.reference_backward else None
+    errors = backward_error(pred, test.detected_xy_px, test.annotated_xy_px, reference_divisor=divisor)
+    return FitResult(errors, None, pred)
+
+
+def run_fewshot(train: Detections, test: Detections, mode: str, cfg: EvalConfig) -> list[FewShotRow]:
+    """The few-shot table for one mode: for each size, the mean test error of every seeded draw."""
+    rows = []
+    for size in cfg.sizes:
+        draws = fewshot_indices(train.n, size, cfg.repeats, cfg.seed, cfg.reference_fewshot)
+        errors = np.array([fit_and_score(train, test, mode, idx, cfg).errors.mean() for idx in draws])
+        rows.append(FewShotRow(size, len(draws[0]), errors))
+    return rows
+
+
+def check_sizes(sizes: tuple[int | str, ...], train: Detections) -> None:
+    too_big = [s for s in sizes if s != "all" and s > train.n]
+    if too_big:
+        raise UserError(
+            f"{train.path}: few-shot sizes {too_big} exceed its {train.n} training images; "
+            "drop them from --sizes or use 'all'"
+        )
+
+
+def default_label(checkpoint: str, k: int) -> str:
+    """'runs/celeba_k10/best.pt@sha256:ab12' -> 'ours celeba_k10/best.pt@sha256:ab12, K=10'."""
+    short = "/".join(Path(checkpoint).parts[-2:]) if checkpoint else "unknown checkpoint"
+    return f"ours {short}, K={k}"
+
+
+def evaluate(train: Detections, test: Detections, dataset: str, cfg: EvalConfig) -> tuple[dict, dict]:
+    """Run the protocol. Returns (report: JSON-ready dict, main fits: mode -> FitResult)."""
+    everything = np.arange(train.n)
+    fits = {mode: fit_and_score(train, test, mode, everything, cfg) for mode in cfg.modes}
+    other = SOLVERS[1 - SOLVERS.index(cfg.solver)]
+    first = cfg.modes[0]
+    check = fit_and_score(train, test, first, everything, dataclasses.replace(cfg, solver=other))
+    paper = dataset if cfg.paper_table == "auto" else cfg.paper_table
+    paper = paper if paper in paper_results.TABLE_I_DATASETS else "none"
+    report = {
+        "label": cfg.label or default_label(train.checkpoint, train.k),
+        "dataset": dataset,
+        "k": train.k,
+        "files": {
+            part: {"path": d.path, "split": d.split, "images": d.n, "checkpoint": d.checkpoint,
+                   "settings": d.settings}
+            for part, d in (("train", train), ("test", test))
+        },
+        "settings": {key: value for key, value in dataclasses.asdict(cfg).items()
+                     if key not in ("train_path", "test_path", "out_dir")},
+        "main": {
+            mode: {
+                "nme_percent": 100 * float(fit.errors.mean()),
+                "per_landmark_percent": None if fit.point_errors is None
+                else dict(zip(LANDMARK_NAMES, (100 * fit.point_errors.mean(axis=0)).tolist())),
+            }
+            for mode, fit in fits.items()
+        },
+        "solver_check": {
+            "mode": first,
+            "solvers": [cfg.solver, other],
+            "max_abs_point_diff_px": float(np.abs(check.pred_xy_px - fits[first].pred_xy_px).max()),
+            "nme_diff_percent": 100 * abs(float(check.errors.mean() - fits[first].errors.mean())),
+        },
+        "paper_table": paper,
+        "paper_source": paper_results.SOURCE,
+        "fewshot": [],
+    }
+    if cfg.fewshot:
+        tables = {mode: run_fewshot(train, test, mode, cfg) for mode in cfg.modes}
+        for i, size in enumerate(cfg.sizes):
+            entry = {"size": size, "images_per_draw": tables[first][i].n_images,
+                     "draws": len(tables[first][i].errors)}
+            for mode, rows in tables.items():
+                values = 100 * rows[i].errors
+                entry[mode] = {
+                    "mean_percent": float(values.mean()),
+                    "std_percent": float(values.std(ddof=1)) if len(values) > 1 else None,
+                    "draws_percent": values.tolist(),
+                }
+            if paper == "mafl":
+                entry["paper"] = {col: paper_results.table_ii(col, size) for col in paper_results.TABLE_II}
+            report["fewshot"].append(entry)
+    return report, fits
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _mean_std(stats: dict) -> str:
+    std = stats["std_percent"]
+    return _pct(stats["mean_percent"]) + ("" if std is None else f" ± {std:.2f}")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    cells = [[c.replace("|", "\\|") for c in row] for row in [header] + rows]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    return lines[:1] + ["|" + "---|" * len(header)] + lines[1:]
+
+
+def format_markdown(report: dict, notes: list[str]) -> str:
+    """The human report: main table beside the paper's Table I, then the few-shot table."""
+    modes = list(report["main"])
+    train, test = report["files"]["train"], report["files"]["test"]
+    name = report["dataset"].upper()
+    settings, check = report["settings"], report["solver_check"]
+    lines = [
+        f"# Landmark regression: {name}, K={report['k']}",
+        "",
+        f"- train: `{train['path']}` ({train['split']}, {train['images']} images); "
+        f"test: `{test['path']}` ({test['split']}, {test['images']} images)",
+        f"- checkpoint: `{train['checkpoint']}`",
+        f"- ridge: reg={settings['reg']:g} (× max entry of XᵀX), bias={settings['bias']}, "
+        f"solver={settings['solver']}; NME in % of the inter-ocular distance (eye centres)",
+        f"- cross-check ({check['mode']}, {' vs '.join(check['solvers'])}): max point difference "
+        f"{check['max_abs_point_diff_px']:.2e} px, NME difference {check['nme_diff_percent']:.2e} %",
+        "",
+        f"## Test NME, regressor fit on all {train['images']} training images",
+        "",
+    ]
+    header = ["method", "K", *[f"{name} {m} NME (%)" for m in modes], "source"]
+    rows = [[f"**{report['label']}**", str(report["k"]),
+             *[f"**{_pct(report['main'][m]['nme_percent'])}**" for m in modes], "this run"]]
+    if report["paper_table"] != "none":
+        for method, k, value in paper_results.table_i(report["paper_table"]):
+            fwd_cells = [_pct(value) if m == "fwd" else "" for m in modes]
+            rows.append([method, "" if k is None else str(k), *fwd_cells, "paper Table I"])
+    lines += _md_table(header, rows)
+    if report["fewshot"]:
+        first = report["fewshot"][0]
+        lines += ["", f"## Few-shot: test NME (%) with N training images "
+                  f"(mean ± std over {first['draws']} seeded draws; 'all' is one fit)", ""]
+        paper_cols = list(paper_results.TABLE_II) if "paper" in first else []
+        header = ["N", "images per draw", *[f"ours {m}" for m in modes], *[f"paper {c}" for c in paper_cols]]
+        rows = [
+            [str(e["size"]), str(e["images_per_draw"]), *[_mean_std(e[m]) for m in modes],
+             *[_pct(e["paper"][c]) for c in paper_cols]]
+            for e in report["fewshot"]
+        ]
+        lines += _md_table(header, rows)
+    if report["paper_table"] != "none":
+        lines += ["", f"Paper numbers: {report['paper_source']}."]
+    lines += ["", *[f"- {note}" for note in notes]]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = (
+    "table", "method", "k", "size", "images", "mode", "nme_percent", "std_percent", "draws", "source",
+)
+
+
+def csv_rows(report: dict) -> list[dict]:
+    """The report in long form: one row per (table, method, size, mode)."""
+    k, n_train = report["k"], report["files"]["train"]["images"]
+    rows = [
+        {"table": "main", "method": report["label"], "k": k, "size": "all", "images": n_train, "mode": mode,
+         "nme_percent": stats["nme_percent"], "draws": 1, "source": "this run"}
+        for mode, stats in report["main"].items()
+    ]
+    if report["paper_table"] != "none":
+        rows += [
+            {"table": "main", "method": method, "k": k_paper, "mode": "fwd", "nme_percent": value,
+             "source": "paper Table I"}
+            for method, k_paper, value in paper_results.table_i(report["paper_table"])
+        ]
+    for entry in report["fewshot"]:
+        for mode in report["main"]:
+            stats = entry[mode]
+            rows.append({"table": "fewshot", "method": report["label"], "k": k, "size": entry["size"],
+                         "images": entry["images_per_draw"], "mode": mode, "nme_percent": stats["mean_percent"],
+                         "std_percent": stats["std_percent"], "draws": entry["draws"], "source": "this run"})
+        for column, value in entry.get("paper", {}).items():
+            if value is not None:
+                rows.append({"table": "fewshot", "method": column, "size": entry["size"], "mode": "fwd",
+                             "nme_percent": value, "source": "paper Table II"})
+    return rows
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def save_figures(report: dict, fits: dict, test: Detections, out_dir: Path) -> list[str]:
+    """Write the PNG figures; return notes naming what was written and what was skipped, and why."""
+    from utils import visualize as vis
+
+    notes = []
+    n_train = report["files"]["train"]["images"]
+    if report["fewshot"]:
+        x = [n_train if e["size"] == "all" else e["size"] for e in report["fewshot"]]
+        curves = [
+            vis.Curve(f"ours {mode}", x, [e[mode]["mean_percent"] for e in report["fewshot"]],
+                      [e[mode]["std_percent"] or 0.0 for e in report["fewshot"]])
+            for mode in report["main"]
+        ]
+        ticks = {n: f"all\n({n})" if s == "all" else str(n) for n, s in zip(x, report["settings"]["sizes"])}
+        if report["paper_table"] == "mafl":
+            column, sizes = paper_results.TABLE_II_OURS, paper_results.TABLE_II_SIZES
+            paper_x = [paper_results.TABLE_II_ALL_IMAGES if s == "all" else s for s in sizes]
+            curves.append(vis.Curve(f"paper {column}", paper_x,
+                                    [paper_results.table_ii(column, s) for s in sizes], style="s--"))
+            ticks = {n: str(n) for n in paper_x[:-1]} | {paper_x[-1]: f"paper all\n({paper_x[-1]})"} | ticks
+        vis.save_line_plot(out_dir / "nme_vs_n.png", curves, xlabel="N training images for the regressor",
+                           ylabel="test NME (% IOD)", title=f"{report['dataset'].upper()} few-shot",
+                           log_x=True, xticks=sorted(ticks), xticklabels=[ticks[n] for n in sorted(ticks)])
+        notes.append("nme_vs_n.png: test NME vs N (mean ± std over draws)")
+    fwd = fits.get("fwd")
+    if fwd is None:
+        notes.append("per_landmark.png and test_faces.png skipped: they need --mode fwd or both")
+        return notes
+    per_landmark = report["main"]["fwd"]["per_landmark_percent"]
+    vis.save_bar_chart(out_dir / "per_landmark.png", list(per_landmark), list(per_landmark.values()),
+                       ylabel="test NME (% IOD)", title="forward error per annotated landmark")
+    notes.append("per_landmark.png: forward error per annotated landmark")
+    if test.preview_images is None:
+        notes.append(f"test_faces.png skipped: {test.path} has no 'preview_images'")
+        return notes
+    colors = vis.distinct_colors(len(LANDMARK_NAMES))
+    faces = [
+        preview_face(image, test.annotated_xy_px[i], fwd.pred_xy_px[i], colors)
+        for i, image in enumerate(test.preview_images)
+    ]
+    vis.save_png(out_dir / "test_faces.png", vis.image_grid(faces, ncols=8))
+    notes.append(f"test_faces.png: first {len(faces)} test faces; discs = annotated, crosses = regressed "
+                 f"(forward); colours follow {', '.join(LANDMARK_NAMES)}")
+    return notes
+
+
+def preview_face(
+    image_rgb: np.ndarray, annotated_xy_px: np.ndarray, pred_xy_px: np.ndarray, colors: list
+) -> np.ndarray:
+    """One preview crop, upscaled to at least PREVIEW_MIN_SIDE, with annotated discs and regressed crosses.
+
+    image_rgb: (S, S, 3) uint8 crop; annotated_xy_px, pred_xy_px: (5, 2) in 128-px crop pixels.
+    """
+    from utils import visualize as vis
+
+    h, w = image_rgb.shape[:2]
+    scale = max(1.0, PREVIEW_MIN_SIDE / min(h, w))
+    size_wh = (round(w * scale), round(h * scale))
+    face = vis.resize_image(image_rgb, size_wh)
+    crop_wh = (CROP_SIZE, CROP_SIZE)
+    annotated_xy = vis.rescale_points_px(annotated_xy_px, crop_wh, size_wh)  # (5, 2) in the face's pixels
+    pred_xy = vis.rescale_points_px(pred_xy_px, crop_wh, size_wh)  # (5, 2)
+    face = vis.draw_points(face, annotated_xy, colors, radius=2, marker="circle")
+    return vis.draw_points(face, pred_xy, colors, radius=3, marker="cross")
+
+
+def write_outputs(report: dict, fits: dict, test: Detections, out_dir: Path) -> str:
+    """Write results.md/.json/.csv and the figures into out_dir; return the Markdown text."""
+    notes = save_figures(report, fits, test, out_dir)
+    markdown = format_markdown(report, notes)
+    _write_text(out_dir / "results.md", markdown)
+    _write_text(out_dir / "results.json", json.dumps(report, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+    _write_text(out_dir / "results.csv", buffer.getvalue())
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        train, test = load_detections(cfg.train_path), load_detections(cfg.test_path)
+        dataset = check_pair(train, test)
+        if cfg.fewshot:
+            check_sizes(cfg.sizes, train)
+        start = time.perf_counter()
+        report, fits = evaluate(train, test, dataset, cfg)
+        markdown = write_outputs(report, fits, test, cfg.out_dir)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown, end="")
+    print(f"wrote {cfg.out_dir}/results.md, .json, .csv and figures in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

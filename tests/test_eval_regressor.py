@@ -1,0 +1,190 @@
+"""Tests of eval_regressor.py: the detections file, the end-to-end report, and one-line user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+import eval_regressor
+from eval_regressor import load_detections, main, save_detections
+from utils.errors import UserError
+
+FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
+
+
+def write_split(path, n, k=4, split="mafl-train", seed=0, preview=0, checkpoint="runs/x/best.pt@ab12"):
+    """Write a synthetic detections file: K detected points, a noisy linear function of the 5 annotated."""
+    rng = np.random.default_rng(seed)
+    annotated = FACE_XY_PX + rng.normal(scale=4.0, size=(n, 5, 2))  # (n, 5, 2)
+    mixing = np.random.default_rng(99).normal(size=(2 * k, 10)) / 5  # (2K, 10), same for every split
+    detected = 64 + (annotated.reshape(n, 10) - 64) @ mixing.T + rng.normal(scale=0.3, size=(n, 2 * k))
+    images = rng.integers(0, 255, size=(preview, 64, 64, 3), dtype=np.uint8) if preview else None
+    return save_detections(
+        path, detected_xy_px=detected.reshape(n, k, 2), annotated_xy_px=annotated,
+        names=[f"{i:06d}.jpg" for i in range(n)], split=split, checkpoint=checkpoint,
+        settings={"tight": 70, "bn": "train"}, preview_images=images,
+    )
+
+
+@pytest.fixture
+def pair(tmp_path):
+    train = write_split(tmp_path / "mafl-train.npz", 80, seed=1)
+    test = write_split(tmp_path / "mafl-test.npz", 20, split="mafl-test", seed=2, preview=3)
+    return train, test
+
+
+# --- the detections file -----------------------------------------------------------------------
+
+
+def test_save_then_load_round_trips_and_leaves_no_temp_files(tmp_path):
+    path = write_split(tmp_path / "mafl-test.npz", 6, k=3, split="mafl-test", preview=2)
+    det = load_detections(path)
+    assert (det.n, det.k, det.split, det.checkpoint) == (6, 3, "mafl-test", "runs/x/best.pt@ab12")
+    assert det.detected_xy_px.dtype == np.float32 and det.annotated_xy_px.shape == (6, 5, 2)
+    assert det.settings == {"tight": 70, "bn": "train"}
+    assert det.preview_images.shape == (2, 64, 64, 3) and list(det.names[:2]) == ["000000.jpg", "000001.jpg"]
+    assert [p.name for p in tmp_path.iterdir()] == ["mafl-test.npz"]
+
+
+def test_save_accepts_other_split_names_and_an_empty_preview(tmp_path):
+    path = save_detections(tmp_path / "celeba.npz", detected_xy_px=np.zeros((2, 3, 2)),
+                           annotated_xy_px=np.stack([FACE_XY_PX] * 2), names=["a", "b"], split="celeba",
+                           checkpoint="c", settings={}, preview_images=np.zeros((0, 1, 1, 3), np.uint8))
+    det = load_detections(path)
+    assert det.split == "celeba" and det.preview_images is None
+
+
+def test_save_refuses_non_finite_points(tmp_path):
+    with pytest.raises(UserError, match=r"non-finite detected points in 1 of 2 images \(first: b\)"):
+        save_detections(tmp_path / "x.npz", detected_xy_px=np.array([[[1.0, 2.0]], [[np.nan, 0.0]]]),
+                        annotated_xy_px=np.stack([FACE_XY_PX] * 2), names=["a", "b"], split="mafl-test",
+                        checkpoint="c", settings={})
+    assert not list(tmp_path.iterdir())
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+def test_main_prints_tables_and_writes_all_outputs(pair, tmp_path, capsys):
+    train, test = pair
+    out = tmp_path / "out"
+    argv = ["--train", str(train), "--test", str(test), "--mode", "both", "--sizes", "1,5,all",
+            "--repeats", "3", "--out", str(out)]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "| **ours x/best.pt@ab12, K=4** | 4 |" in stdout
+    assert "| Ours, all | 10 | 3.08 |" in stdout  # the paper's Table I row for MAFL
+    assert "| 5 | 5 |" in stdout and "| paper Ours K=10 |" in stdout  # few-shot beside Table II
+    for name in ("results.md", "results.json", "results.csv", "nme_vs_n.png", "per_landmark.png",
+                 "test_faces.png"):
+        assert (out / name).is_file(), name
+    assert (out / "results.md").read_text() in stdout
+    report = json.loads((out / "results.json").read_text())
+    assert [e["size"] for e in report["fewshot"]] == [1, 5, "all"]
+    assert len(report["fewshot"][1]["fwd"]["draws_percent"]) == 3
+    assert report["fewshot"][2]["fwd"]["mean_percent"] == pytest.approx(report["main"]["fwd"]["nme_percent"])
+    assert report["main"]["fwd"]["nme_percent"] < report["fewshot"][0]["fwd"]["mean_percent"]
+    assert report["solver_check"]["nme_diff_percent"] < 1e-8
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["source"] for r in rows} == {"this run", "paper Table I", "paper Table II"}
+    faces = cv2.imread(str(out / "test_faces.png"))
+    assert faces.shape == (128 + 2 * 2, 3 * 128 + 4 * 2, 3)  # 3 previews upscaled from 64 to 128
+
+
+def test_default_out_dir_and_dir_dataset_resolution_with_mtfl_val(tmp_path, capsys):
+    write_split(tmp_path / "mtfl-train.npz", 30, split="mtfl-train")
+    write_split(tmp_path / "mtfl-val.npz", 10, split="mtfl-val", seed=3)
+    assert main(["--dir", str(tmp_path), "--dataset", "mtfl", "--no-fewshot"]) == 0
+    stdout = capsys.readouterr().out
+    assert "paper Table I" not in stdout  # no paper column for MTFL
+    assert "test_faces.png skipped" in stdout
+    assert (tmp_path / "eval" / "results.md").is_file()
+
+
+def test_reference_switches_reproduce_the_reference_quirks(pair, tmp_path):
+    train, test = pair
+    common = ["--train", str(train), "--test", str(test), "--mode", "bwd", "--sizes", "5", "--repeats", "4"]
+    assert main([*common, "--out", str(tmp_path / "ours")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ref"), "--reference-fewshot", "--reference-backward"]) == 0
+    ours = json.loads((tmp_path / "ours" / "results.json").read_text())
+    ref = json.loads((tmp_path / "ref" / "results.json").read_text())
+    # K = 4: the reference divides the summed error by 10 instead of 4.
+    assert ref["main"]["bwd"]["nme_percent"] == pytest.approx(ours["main"]["bwd"]["nme_percent"] * 4 / 10)
+    assert (ours["fewshot"][0]["images_per_draw"], ours["fewshot"][0]["draws"]) == (5, 4)
+    assert (ref["fewshot"][0]["images_per_draw"], ref["fewshot"][0]["draws"]) == (6, 1)
+
+
+# --- user errors -------------------------------------------------------------------------------
+
+
+def _bad_file(path, **replace):
+    """Write a detections-like npz directly (bypassing save_detections' checks), with keys replaced."""
+    arrays = {"detected": np.full((3, 4, 2), 50, np.float32),
+              "annotated": np.stack([FACE_XY_PX] * 3).astype(np.float32),
+              "names": np.array(["a", "b", "c"]), "split": np.array("mafl-test"),
+              "checkpoint": np.array("runs/x/best.pt@ab12"), "settings": np.array("{}")}
+    arrays.update(replace)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", r"mafl-test-missing.npz: file not found"),
+        ("train_is_test", r"split is 'mafl-test'; --train needs a training split"),
+        ("other_dataset", r"dataset 'aflw' differs from the training file's 'mafl'"),
+        ("k_mismatch", r"K=6 detected points but the training file has K=4"),
+        ("too_many", r"few-shot sizes \[500\] exceed its 80 training images"),
+        ("empty", r"the file holds no images"),
+        ("nan", r"non-finite detected points in 1 of 3 images \(first: b\)"),
+        ("missing_key", r"missing keys \['names'\]"),
+        ("bad_sizes", r"--sizes: 'ten' is not a positive integer or 'all'"),
+        ("no_part", r"split 'celeba' is not '<dataset>-train\|val\|test'"),
+    ],
+)
+def test_bad_inputs_give_one_line_and_exit_code_2(pair, tmp_path, capsys, case, message):
+    train, test = pair
+    argv = {"train": str(train), "test": str(test), "sizes": "1,all"}
+    nan_points = np.full((3, 4, 2), 50, np.float32)
+    nan_points[1, 2, 0] = np.nan
+    if case == "missing":
+        argv["test"] = str(tmp_path / "mafl-test-missing.npz")
+    elif case == "train_is_test":
+        argv["train"] = str(test)
+    elif case == "other_dataset":
+        argv["test"] = str(write_split(tmp_path / "aflw-test.npz", 10, split="aflw-test"))
+    elif case == "k_mismatch":
+        argv["test"] = str(write_split(tmp_path / "k6.npz", 10, k=6, split="mafl-test"))
+    elif case == "too_many":
+        argv["sizes"] = "1,500,all"
+    elif case == "empty":
+        argv["test"] = str(_bad_file(tmp_path / "e.npz", detected=np.zeros((0, 4, 2), np.float32),
+                                     annotated=np.zeros((0, 5, 2), np.float32), names=np.array([], str)))
+    elif case == "nan":
+        argv["test"] = str(_bad_file(tmp_path / "n.npz", detected=nan_points))
+    elif case == "missing_key":
+        argv["test"] = str(_bad_file(tmp_path / "m.npz", names=None))
+    elif case == "bad_sizes":
+        argv["sizes"] = "1,ten"
+    elif case == "no_part":
+        argv["test"] = str(write_split(tmp_path / "celeba.npz", 10, split="celeba"))
+    status = main(["--train", argv["train"], "--test", argv["test"], "--sizes", argv["sizes"],
+                   "--repeats", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+
+
+def test_help_mentions_when_to_change_options(capsys):
+    with pytest.raises(SystemExit):
+        eval_regressor.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--reference-fewshot" in text and "--no-bias" in text and "--no-fewshot" in text

@@ -1,0 +1,292 @@
+"""Evaluation metrics and the linear-regressor protocol (spec 5.2-5.4), as small pure numpy functions.
+
+Shape legend: N images (M for a test set), K detected landmarks, P annotated points (5 for faces:
+left eye, right eye, nose, left mouth corner, right mouth corner), D and E flattened feature sizes.
+
+Coordinate conventions:
+- "_px" arrays hold (x, y) in crop pixels at the 128-px crop scale, pixel-centre convention (the
+  centre of the top-left pixel is (0, 0)); detected and annotated points share this space.
+- "_norm" arrays are in the reference regressor's units: divide by the stride 4 to reach 32-px
+  heatmap units (the reference's `Gtr / 4`), then x / 32 - 0.5. This equals x_px / 128 - 0.5; the
+  affine map does not change NME with a bias, but it fixes the scale at which `reg` acts.
+
+Errors are fractions of the inter-ocular distance (eye centres); reports multiply by 100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.errors import UserError
+
+CROP_SIZE = 128  # side of the square face crop the detections are expressed in
+HEATMAP_SIZE = 32  # the reference regresses in the detector's 32 x 32 heatmap units
+LEFT_EYE, RIGHT_EYE = 0, 1  # indices of the eye centres in the 5 annotated points
+SOLVERS = ("closed-form", "sklearn")
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit conversions
+# ---------------------------------------------------------------------------------------------
+
+
+def crop_px_to_norm(
+    points_xy_px: np.ndarray, crop_size: int = CROP_SIZE, heatmap_size: int = HEATMAP_SIZE
+) -> np.ndarray:
+    """Crop pixels -> regressor units, as the reference does: /stride to heatmap units, then /32 - 0.5.
+
+    Any shape (..., 2) -> same shape, float64. Example: 64 px -> 16 heatmap px -> 0.0.
+    """
+    stride = crop_size / heatmap_size
+    points_xy_hm = np.asarray(points_xy_px, dtype=np.float64) / stride  # reference: Gtr / 4
+    return points_xy_hm / heatmap_size - 0.5
+
+
+def norm_to_crop_px(
+    points_xy_norm: np.ndarray, crop_size: int = CROP_SIZE, heatmap_size: int = HEATMAP_SIZE
+) -> np.ndarray:
+    """Regressor units -> crop pixels; the inverse of `crop_px_to_norm`. Any shape (..., 2)."""
+    stride = crop_size / heatmap_size
+    return (np.asarray(points_xy_norm, dtype=np.float64) + 0.5) * heatmap_size * stride
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def interocular_distance(
+    annotated_xy: np.ndarray, left_eye: int = LEFT_EYE, right_eye: int = RIGHT_EYE
+) -> np.ndarray:
+    """Distance between the annotated eye centres: (N, P, 2) -> (N,), in the points' units."""
+    annotated_xy = np.asarray(annotated_xy, dtype=np.float64)
+    return np.linalg.norm(annotated_xy[:, left_eye] - annotated_xy[:, right_eye], axis=-1)
+
+
+def normalised_point_errors(pred_xy: np.ndarray, gt_xy: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """Euclidean error of every point divided by its image's normaliser.
+
+    Args:
+        pred_xy, gt_xy: (N, P, 2) points (x, y) in the same units.
+        norm: (N,) per-image normaliser in those units (the inter-ocular distance).
+    Returns:
+        (N, P) errors as fractions of `norm`.
+    """
+    pred_xy = np.asarray(pred_xy, dtype=np.float64)
+    gt_xy = np.asarray(gt_xy, dtype=np.float64)
+    if pred_xy.shape != gt_xy.shape:
+        raise ValueError(f"pred_xy {pred_xy.shape} and gt_xy {gt_xy.shape} differ in shape")
+    dist = np.linalg.norm(pred_xy - gt_xy, axis=-1)  # (N, P)
+    return dist / np.asarray(norm, dtype=np.float64)[:, None]
+
+
+def nme(
+    pred_xy: np.ndarray, gt_xy: np.ndarray, left_eye: int = LEFT_EYE, right_eye: int = RIGHT_EYE
+) -> np.ndarray:
+    """Per-image NME: mean over points of ||pred - gt||, divided by the ground-truth eye distance.
+
+    Args:
+        pred_xy, gt_xy: (N, P, 2) points (x, y) in the same units (any scale: NME is scale-free).
+        left_eye, right_eye: indices into P of the eye centres of `gt_xy`.
+    Returns:
+        (N,) errors as fractions (multiply by 100 for the paper's percent).
+
+    Example (worked by hand): gt = (0, 0), (10, 0), (5, 5), so the eye distance is 10;
+    pred = (3, 4), (10, 0), (5, -1) is off by 5, 0 and 6 px; NME = (5 + 0 + 6) / 3 / 10 = 0.36667.
+
+    >>> gt = np.array([[[0, 0], [10, 0], [5, 5]]], dtype=float)
+    >>> pred = np.array([[[3, 4], [10, 0], [5, -1]]], dtype=float)
+    >>> round(float(nme(pred, gt)[0]), 5)
+    0.36667
+    """
+    iod = interocular_distance(gt_xy, left_eye, right_eye)  # (N,)
+    return normalised_point_errors(pred_xy, gt_xy, iod).mean(axis=1)
+
+
+def backward_error(
+    pred_xy: np.ndarray,
+    detected_xy: np.ndarray,
+    annotated_xy: np.ndarray,
+    left_eye: int = LEFT_EYE,
+    right_eye: int = RIGHT_EYE,
+    reference_divisor: int | None = None,
+) -> np.ndarray:
+    """Per-image backward error: mean over the K detected points of ||pred_k - det_k|| / IOD_GT.
+
+    The reference sums over K and divides by IOD * 10 with 10 hard-coded (spec 7, bug 8), which is
+    right only for K = 10. We divide by K; pass `reference_divisor=10` to reproduce the reference.
+
+    Args:
+        pred_xy: (N, K, 2) detected points as predicted from the annotations.
+        detected_xy: (N, K, 2) the detector's points; same units as `pred_xy`.
+        annotated_xy: (N, P, 2) annotated points, for the inter-ocular distance; same units.
+    Returns:
+        (N,) errors as fractions of the annotated eye distance.
+    """
+    iod = interocular_distance(annotated_xy, left_eye, right_eye)  # (N,)
+    per_point = normalised_point_errors(pred_xy, detected_xy, iod)  # (N, K)
+    divisor = per_point.shape[1] if reference_divisor is None else reference_divisor
+    return per_point.sum(axis=1) / divisor
+
+
+# ---------------------------------------------------------------------------------------------
+# Ridge regression
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RidgeModel:
+    """A fitted linear map y = weights @ (x - x_mean) + y_mean.
+
+    weights: (E, D); x_mean: (D,); y_mean: (E,). Without bias both means are zero.
+    """
+
+    weights: np.ndarray
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+
+    @property
+    def intercept(self) -> np.ndarray:
+        """(E,) the constant term b of y = weights @ x + b."""
+        return self.y_mean - self.weights @ self.x_mean
+
+
+def _centred(x: np.ndarray, y: np.ndarray, bias: bool) -> tuple[np.ndarray, ...]:
+    """(N, D), (N, E) -> centred x, centred y, x_mean (D,), y_mean (E,); no centring without bias."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"expected x (N, D) and y (N, E) with N >= 1, got {x.shape} and {y.shape}")
+    x_mean = x.mean(axis=0) if bias else np.zeros(x.shape[1])
+    y_mean = y.mean(axis=0) if bias else np.zeros(y.shape[1])
+    return x - x_mean, y - y_mean, x_mean, y_mean
+
+
+def ridge_penalty(gram: np.ndarray, reg: float) -> float:
+    """The reference's scaled penalty reg * max(C), where max(C) is the largest entry of C.
+
+    gram: (D, D) C = Xcᵀ Xc of the (centred, with bias) regressor inputs. This is sklearn's `alpha`.
+    """
+    if reg < 0:
+        raise ValueError(f"reg must be >= 0, got {reg}")
+    return float(reg * gram.max())
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, reg: float, bias: bool = True) -> RidgeModel:
+    """Closed-form ridge of the reference (spec 5.2): R = (Ycᵀ Xc)(Xcᵀ Xc + reg * max(C) * I)^-1.
+
+    With `bias`, both sides are centred by their training means (an implicit intercept); without it
+    (IMM's variant) nothing is centred and there is no intercept. A zero penalty (reg = 0, or
+    constant inputs such as a single training image with bias) gives the minimum-norm least-squares
+    solution, the reg -> 0 limit; for constant inputs that is weights = 0, predicting the mean.
+
+    Args:
+        x: (N, D) inputs, y: (N, E) targets, both in regressor units.
+        reg: lambda >= 0, relative to the largest entry of C.
+    Returns:
+        RidgeModel with weights (E, D).
+    """
+    x_c, y_c, x_mean, y_mean = _centred(x, y, bias)
+    gram = x_c.T @ x_c  # (D, D), symmetric
+    alpha = ridge_penalty(gram, reg)
+    if alpha > 0:
+        weights_t = np.linalg.solve(gram + alpha * np.eye(gram.shape[0]), x_c.T @ y_c)  # (D, E)
+    else:
+        weights_t = np.linalg.lstsq(x_c, y_c, rcond=None)[0]  # (D, E) minimum-norm solution
+    return RidgeModel(weights=weights_t.T, x_mean=x_mean, y_mean=y_mean)
+
+
+def fit_ridge_sklearn(x: np.ndarray, y: np.ndarray, reg: float, bias: bool = True) -> RidgeModel:
+    """The same fit with scikit-learn: Ridge(alpha=reg * max(C), fit_intercept=bias).
+
+    A cross-check of `fit_ridge`: sklearn centres by the means exactly when `bias` is set, and its
+    penalty alpha * ||W||² matches ours when alpha = reg * max(C). Shapes as in `fit_ridge`.
+    """
+    from sklearn.linear_model import Ridge  # heavy import, only when asked for
+
+    x_c, _, x_mean, _ = _centred(x, y, bias)
+    alpha = ridge_penalty(x_c.T @ x_c, reg)
+    ridge = Ridge(alpha=alpha, fit_intercept=bias).fit(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    weights = np.atleast_2d(ridge.coef_)  # (E, D)
+    intercept = np.asarray(ridge.intercept_, dtype=np.float64) if bias else np.zeros(len(weights))
+    return RidgeModel(weights=weights, x_mean=x_mean, y_mean=intercept + weights @ x_mean)
+
+
+def predict(model: RidgeModel, x: np.ndarray) -> np.ndarray:
+    """Apply a fitted map: (M, D) -> (M, E)."""
+    return (np.asarray(x, dtype=np.float64) - model.x_mean) @ model.weights.T + model.y_mean
+
+
+FIT_FUNCTIONS = {"closed-form": fit_ridge, "sklearn": fit_ridge_sklearn}
+
+
+def regress_points(
+    train_src_xy_px: np.ndarray,
+    train_dst_xy_px: np.ndarray,
+    test_src_xy_px: np.ndarray,
+    reg: float,
+    bias: bool = True,
+    solver: str = "closed-form",
+) -> np.ndarray:
+    """Fit a linear map from one point set to another on training images; apply it to test images.
+
+    Forward regression is detected -> annotated; backward is annotated -> detected. Points are
+    flattened to (x0, y0, x1, y1, ...) in regressor units (`crop_px_to_norm`) and mapped back.
+
+    Args:
+        train_src_xy_px: (N, P, 2) source points of the training images, crop pixels.
+        train_dst_xy_px: (N, Q, 2) target points of the same images.
+        test_src_xy_px: (M, P, 2) source points of the test images.
+        reg: ridge lambda (see `fit_ridge`); bias: fit an intercept; solver: one of SOLVERS.
+    Returns:
+        (M, Q, 2) predicted target points of the test images, crop pixels.
+    """
+    n, q = len(train_dst_xy_px), train_dst_xy_px.shape[1]
+    x = crop_px_to_norm(train_src_xy_px).reshape(n, -1)  # (N, 2P)
+    y = crop_px_to_norm(train_dst_xy_px).reshape(n, -1)  # (N, 2Q)
+    model = FIT_FUNCTIONS[solver](x, y, reg, bias)
+    x_test = crop_px_to_norm(test_src_xy_px).reshape(len(test_src_xy_px), -1)  # (M, 2P)
+    y_test = predict(model, x_test).reshape(-1, q, 2)  # (M, Q, 2)
+    return norm_to_crop_px(y_test)
+
+
+# ---------------------------------------------------------------------------------------------
+# Few-shot protocol
+# ---------------------------------------------------------------------------------------------
+
+
+def fewshot_indices(
+    n_train: int, n: int | str, repeats: int, seed: int, reference: bool = False
+) -> list[np.ndarray]:
+    """Which training images the regressor sees in each repeat of the few-shot protocol (spec 5.4).
+
+    Each repeat draws exactly `n` distinct indices in [0, n_train). The draws depend only on
+    (seed, n), so adding a size to the table leaves the other sizes' draws unchanged. 'all' gives one
+    draw with every image (repeats would be identical).
+
+    `reference=True` reproduces the reference's single draw permutation[0 : n + 1], i.e. n + 1
+    images (spec 7, bug 9), but seeded so that it is reproducible.
+
+    Args:
+        n_train: size of the training split; n: images per draw, or 'all'.
+        repeats: number of draws (ignored for 'all' and in reference mode); seed: >= 0.
+    Returns:
+        list of (n,) int64 index arrays, sorted within each draw.
+    """
+    if n == "all":
+        return [np.arange(n_train)]
+    if isinstance(n, str) or n < 1:
+        raise UserError(f"few-shot size {n!r} is not a positive integer or 'all'")
+    if n > n_train:
+        raise UserError(
+            f"few-shot size {n} is larger than the training split ({n_train} images); "
+            "drop it from --sizes or use 'all'"
+        )
+    if repeats < 1:
+        raise UserError(f"few-shot repeats must be >= 1, got {repeats}")
+    rng = np.random.default_rng([seed, n])
+    if reference:
+        return [np.sort(rng.permutation(n_train)[: n + 1])]
+    return [np.sort(rng.choice(n_train, size=n, replace=False)) for _ in range(repeats)]

@@ -1,0 +1,192 @@
+"""Pictures: landmarks drawn on faces, image grids, PNG files and simple plots.
+
+Used by train.py (landmark grids at eval time) and eval_regressor.py (result figures); nothing here
+keeps state. Images are RGB uint8 arrays (H, W, 3). Points are (x, y) in the image's own pixels with
+the pixel-centre convention: the centre of the top-left pixel is (0, 0), so a point (3, 5) lies at the
+centre of column 3, row 5. Use `rescale_points_px` to move points between image sizes.
+
+Plots use matplotlib's object-oriented API with the Agg renderer (no pyplot, no global backend
+switch), imported inside the functions so that importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+RGB = tuple[int, int, int]
+_SHIFT_BITS = 4  # cv2 draws at 1/16-pixel precision with shift=4
+_MARKERS = ("circle", "cross")
+
+
+def distinct_colors(k: int) -> list[RGB]:
+    """`k` well-separated colours: evenly spaced hues on the HSV wheel at high saturation and value.
+
+    Returns a list of k (r, g, b) tuples of Python ints in 0..255 (what cv2 drawing expects).
+    """
+    colors = []
+    for i in range(k):
+        r, g, b = colorsys.hsv_to_rgb(i / max(k, 1), 0.9, 1.0)
+        colors.append((round(r * 255), round(g * 255), round(b * 255)))
+    return colors
+
+
+def rescale_points_px(
+    points_xy: np.ndarray, from_wh: tuple[float, float], to_wh: tuple[float, float]
+) -> np.ndarray:
+    """Points in pixels of an image of size from_wh = (w, h) -> pixels of the same image resized to to_wh.
+
+    Pixel-centre convention: p' = (p + 0.5) * to / from - 0.5. Any shape (..., 2) -> same shape, float64.
+    """
+    scale = np.asarray(to_wh, dtype=np.float64) / np.asarray(from_wh, dtype=np.float64)  # (2,) x, y
+    return (np.asarray(points_xy, dtype=np.float64) + 0.5) * scale - 0.5
+
+
+def resize_image(image_rgb: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) image to size_wh = (w, h), bilinear; returns the input if the size matches.
+
+    Move points along with `rescale_points_px(points, (W, H), size_wh)`.
+    """
+    if (image_rgb.shape[1], image_rgb.shape[0]) == tuple(size_wh):
+        return image_rgb
+    return cv2.resize(image_rgb, tuple(size_wh), interpolation=cv2.INTER_LINEAR)
+
+
+def draw_points(
+    image_rgb: np.ndarray,
+    points_xy: np.ndarray,
+    colors: Sequence[RGB],
+    radius: int = 2,
+    marker: str = "circle",
+) -> np.ndarray:
+    """Draw landmarks on a copy of an image.
+
+    Args:
+        image_rgb: (H, W, 3) uint8 RGB image; left unchanged.
+        points_xy: (K, 2) points (x, y) in this image's pixels (pixel-centre convention), sub-pixel
+            positions allowed; points outside the image are clipped by the drawing, non-finite points
+            are skipped.
+        colors: K (r, g, b) colours, one per point (e.g. `distinct_colors(K)`).
+        radius: circle radius, or half the arm length of a cross, in pixels.
+        marker: 'circle' (filled disc) or 'cross' (a '+').
+    Returns:
+        (H, W, 3) uint8 new image with the points drawn.
+    """
+    image = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)  # (K, 2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if len(colors) != len(points_xy):
+        raise ValueError(f"got {len(colors)} colours for {len(points_xy)} points")
+    if marker not in _MARKERS:
+        raise ValueError(f"marker must be one of {_MARKERS}, got {marker!r}")
+    one = 1 << _SHIFT_BITS  # one pixel in cv2's fixed-point coordinates
+    for (x, y), color in zip(points_xy, colors):
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        cx, cy, r = round(x * one), round(y * one), radius * one
+        color = tuple(int(c) for c in color)
+        if marker == "circle":
+            cv2.circle(image, (cx, cy), r, color, -1, cv2.LINE_AA, _SHIFT_BITS)
+        else:
+            # 1-px lines without anti-aliasing, so that the point's own pixel gets the exact colour
+            cv2.line(image, (cx - r, cy), (cx + r, cy), color, 1, cv2.LINE_8, _SHIFT_BITS)
+            cv2.line(image, (cx, cy - r), (cx, cy + r), color, 1, cv2.LINE_8, _SHIFT_BITS)
+    return image
+
+
+def image_grid(images: Sequence[np.ndarray], ncols: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile equally sized images row by row, with `pad` pixels between them and around the border.
+
+    Args:
+        images: n arrays (H, W, 3) uint8; ncols: images per row (at most n are used).
+    Returns:
+        (rows * H + (rows + 1) * pad, cols * W + (cols + 1) * pad, 3) uint8, rows = ceil(n / cols),
+        cols = min(ncols, n); unused cells keep `pad_value`.
+    """
+    if len(images) == 0:
+        raise ValueError("image_grid needs at least one image")
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    h, w, c = images[0].shape
+    if any(im.shape != (h, w, c) for im in images):
+        raise ValueError(f"all images must share the shape {(h, w, c)}")
+    cols = min(ncols, len(images))
+    rows = math.ceil(len(images) / cols)
+    grid = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, c), pad_value, np.uint8)
+    for i, im in enumerate(images):
+        top = pad + (i // cols) * (h + pad)
+        left = pad + (i % cols) * (w + pad)
+        grid[top : top + h, left : left + w] = im
+    return grid
+
+
+def save_png(path: str | Path, image_rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB image as PNG (cv2 writes BGR, so channels are swapped here)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write PNG {path}")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of `save_line_plot`: y over x (same length), with optional symmetric error bars."""
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    yerr: Sequence[float] | None = None
+    style: str = "o-"
+
+
+def save_line_plot(
+    path: str | Path,
+    curves: Sequence[Curve],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_x: bool = False,
+    xticks: Sequence[float] | None = None,
+    xticklabels: Sequence[str] | None = None,
+) -> None:
+    """Plot curves (with error bars where given) and save a PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    for curve in curves:
+        ax.errorbar(curve.x, curve.y, yerr=curve.yerr, fmt=curve.style, label=curve.label, capsize=3)
+    if log_x:
+        ax.set_xscale("log")
+    if xticks is not None:
+        ax.set_xticks(list(xticks), labels=list(xticklabels) if xticklabels is not None else None)
+        ax.minorticks_off()
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def save_bar_chart(
+    path: str | Path, labels: Sequence[str], values: Sequence[float], *, ylabel: str, title: str
+) -> None:
+    """Bar chart of one value per label, each bar annotated with its value; saved as PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    bars = ax.bar(list(labels), list(values), color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f")
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(True, axis="y", alpha=0.3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
