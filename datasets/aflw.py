@@ -1,0 +1,66 @@
+"""AFLW, read from the VGG `aflw_release-2` layout (spec 4.3).
+
+Layout under `root`::
+
+    output/<name>                      pre-cropped face images
+    aflw_train_images.txt              names relative to output/, one per line (about 10,122)
+    aflw_test_images.txt               (about 2,991)
+    aflw_train_keypoints.mat           `gt`: N x 5 x 2 points in (y, x) order; `hw`: N x 2
+    aflw_test_keypoints.mat
+
+`gt` is flipped to (x, y) and used as pixel coordinates without a 1-based correction, as the
+reference does (an affine regressor with bias absorbs any constant offset). `hw` is not used: the
+image itself gives its size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from datasets.records import (NUM_POINTS, FaceRecord, drop_missing_images, read_name_list,
+                              require_dir, require_file, require_nonempty)
+from utils.errors import UserError
+
+AFLW_SPLITS = ("aflw-train", "aflw-test")
+
+
+def read_aflw_keypoints_yx(path: Path) -> np.ndarray:
+    """The `gt` array of an AFLW keypoint .mat as (N, 5, 2) float32, still in (y, x) order."""
+    require_file(path, "the AFLW keypoint file (aflw_{train,test}_keypoints.mat)")
+    try:
+        content = scipy.io.loadmat(str(path), variable_names=["gt"])
+    except (scipy.io.matlab.MatReadError, ValueError, NotImplementedError, OSError) as error:
+        raise UserError(f"{path}: not a readable MATLAB .mat file ({error}); "
+                        f"expected a v5 .mat with a 'gt' array") from None
+    if "gt" not in content:
+        raise UserError(f"{path}: no 'gt' variable; expected 'gt' with N x 5 x 2 (y, x) keypoints")
+    gt = np.asarray(content["gt"], dtype=np.float32)
+    if gt.ndim != 3 or gt.shape[1:] != (NUM_POINTS, 2):
+        raise UserError(f"{path}: 'gt' has shape {gt.shape}; expected N x 5 x 2 (y, x) keypoints")
+    return gt
+
+
+def yx_to_xy(points_yx: np.ndarray) -> np.ndarray:
+    """Swap the last axis from (y, x) to (x, y); any leading shape."""
+    return points_yx[..., ::-1].copy()
+
+
+def load_aflw_records(root: Path, split: str, *, skip_bad_images: bool = False) -> list[FaceRecord]:
+    """Records of `aflw-train` or `aflw-test`, points (x, y) in pixels of the `output/` image."""
+    require_dir(root, "the aflw_release-2 root holding output/ and aflw_*_images.txt")
+    part = {"aflw-train": "train", "aflw-test": "test"}[split]
+    list_path = root / f"aflw_{part}_images.txt"
+    names = read_name_list(list_path)
+    mat_path = root / f"aflw_{part}_keypoints.mat"
+    points_xy = yx_to_xy(read_aflw_keypoints_yx(mat_path))
+    if len(points_xy) != len(names):
+        raise UserError(f"{mat_path}: 'gt' has {len(points_xy)} faces but {list_path} lists "
+                        f"{len(names)} images; expected one keypoint set per listed image")
+    image_dir = require_dir(root / "output", "the AFLW face images (output/)")
+    records = [FaceRecord(name, image_dir / name, pts) for name, pts in zip(names, points_xy)]
+    records = drop_missing_images(records, list_path, skip_bad_images)
+    require_nonempty(records, split, list_path)
+    return records

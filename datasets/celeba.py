@@ -1,0 +1,122 @@
+"""CelebA and MAFL, read from the VGG `celeba.zip` layout (spec 4.1, 4.2).
+
+Layout under `root`::
+
+    Img/img_align_celeba_hq/NNNNNN.jpg    used if this folder exists, else
+    Img/img_align_celeba/NNNNNN.jpg       178x218 aligned faces
+    Anno/list_landmarks_align_celeba.txt  line 1 count, line 2 header, then `name x1 y1 ... x5 y5`
+    MAFL/training.txt, MAFL/testing.txt   one name per line (19,000 / 1,000 names)
+
+Points are the file's integers used directly as (x, y) pixel-centre coordinates, as the reference
+does. Splits:
+
+* `celeba`: every name of the landmark file minus the MAFL test names, sorted (201,599 images).
+  MAFL train images are included, as in the reference.
+* `mafl-train`: MAFL/training.txt in file order, minus the reference's three files (see
+  `REFERENCE_EXCLUDED_MAFL_TRAIN`) unless `exclude_reference_three=False`.
+* `mafl-test`: MAFL/testing.txt in file order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from datasets.records import (NUM_POINTS, FaceRecord, drop_missing_images, read_name_list,
+                              report_bad, require_dir, require_file, require_nonempty)
+from utils.errors import UserError
+
+CELEBA_SPLITS = ("celeba", "mafl-train", "mafl-test")
+LANDMARK_FILE = Path("Anno") / "list_landmarks_align_celeba.txt"
+MAFL_TRAIN_FILE = Path("MAFL") / "training.txt"
+MAFL_TEST_FILE = Path("MAFL") / "testing.txt"
+LANDMARK_HEADER = ("lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+                   "leftmouth_x leftmouth_y rightmouth_x rightmouth_y")
+# The reference drops these three MAFL train files with the comment "notfound" and no other
+# explanation (spec 4.2); they are present in CelebA and used for its training set. Kept by
+# default for faithfulness (18,997 MAFL train images); `exclude_reference_three=False` keeps them.
+REFERENCE_EXCLUDED_MAFL_TRAIN = ("031524.jpg", "179577.jpg", "139803.jpg")
+
+
+def celeba_image_dir(root: Path) -> Path:
+    """`Img/img_align_celeba_hq` if it exists, else `Img/img_align_celeba` (must exist)."""
+    hq = root / "Img" / "img_align_celeba_hq"
+    if hq.is_dir():
+        return hq
+    return require_dir(root / "Img" / "img_align_celeba",
+                       "the CelebA aligned images (Img/img_align_celeba or "
+                       "Img/img_align_celeba_hq)")
+
+
+def read_celeba_landmarks(path: Path) -> dict[str, np.ndarray]:
+    """Parse the CelebA landmark file into {name: (5, 2) float32 (x, y) pixels}, in file order.
+
+    Checks the count line against the number of rows, the header, and that every row has a name
+    and 10 numbers; any problem raises `UserError` naming the file and line.
+    """
+    lines = require_file(path, "the CelebA landmark file (Anno/list_landmarks_align_celeba.txt)"
+                         ).read_text().splitlines()
+    if len(lines) < 2:
+        raise UserError(f"{path}:1: file too short; expected a count line and a header line")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise UserError(f"{path}:1: expected the number of rows, got {lines[0][:40]!r}") from None
+    if " ".join(lines[1].split()) != LANDMARK_HEADER:
+        raise UserError(f"{path}:2: expected the header '{LANDMARK_HEADER}', got {lines[1][:60]!r}")
+    points = {}
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 1 + 2 * NUM_POINTS:
+            raise UserError(f"{path}:{number}: expected 11 fields (name x1 y1 ... x5 y5), "
+                            f"got {len(fields)}")
+        try:
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise UserError(f"{path}:{number}: expected 10 numbers after the name, "
+                            f"got {' '.join(fields[1:])!r}") from None
+        points[fields[0]] = np.array(values, dtype=np.float32).reshape(NUM_POINTS, 2)
+    if len(points) != count:
+        raise UserError(f"{path}:1: the count line says {count} rows but the file has "
+                        f"{len(points)} distinct names; expected them to agree (truncated file?)")
+    return points
+
+
+def split_names(root: Path, split: str, landmarks: dict[str, np.ndarray],
+                exclude_reference_three: bool) -> tuple[list[str], Path]:
+    """The names of `split` and the file they come from (see the module docstring for the rules)."""
+    test_names = read_name_list(root / MAFL_TEST_FILE)
+    if split == "mafl-test":
+        return test_names, root / MAFL_TEST_FILE
+    if split == "mafl-train":
+        names = read_name_list(root / MAFL_TRAIN_FILE)
+        if exclude_reference_three:
+            names = [n for n in names if n not in REFERENCE_EXCLUDED_MAFL_TRAIN]
+        return names, root / MAFL_TRAIN_FILE
+    if split == "celeba":
+        excluded = set(test_names)
+        return sorted(n for n in landmarks if n not in excluded), root / LANDMARK_FILE
+    raise ValueError(f"not a CelebA split: {split}")
+
+
+def load_celeba_records(root: Path, split: str, *, exclude_reference_three: bool = True,
+                        skip_bad_images: bool = False) -> list[FaceRecord]:
+    """Records of a CelebA/MAFL split (`CELEBA_SPLITS`), points in aligned-image pixels.
+
+    Listed names with no landmark row or no image raise `UserError` with the count and the first
+    name; with `skip_bad_images` they are dropped and reported by one `SkippedDataWarning` each.
+    """
+    require_dir(root, "the CelebA root holding Anno/, Img/ and MAFL/")
+    image_dir = celeba_image_dir(root)
+    landmarks = read_celeba_landmarks(root / LANDMARK_FILE)
+    names, source = split_names(root, split, landmarks, exclude_reference_three)
+    unannotated = [n for n in names if n not in landmarks]
+    report_bad(unannotated, len(names), f"have no row in {root / LANDMARK_FILE}", source,
+               skip_bad_images)
+    records = [FaceRecord(n, image_dir / n, landmarks[n]) for n in names if n in landmarks]
+    records = drop_missing_images(records, source, skip_bad_images)
+    require_nonempty(records, split, source)
+    return records

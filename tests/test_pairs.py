@@ -1,0 +1,148 @@
+"""Two-view pairs: points stay on their features, randomness is reproducible and worker-safe."""
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from datasets.pairs import TwoViewDataset, make_pair, sample_view_params
+from datasets.records import FLIP_PERMUTATION, FaceRecord, SkippedDataWarning
+from datasets.synthetic import render_face
+from utils.errors import UserError
+
+# Distinct RGB dot colours, one per landmark.
+DOT_COLOURS_RGB = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]])
+
+
+def dotted_face(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic face (RGB) with a radius-3 dot of DOT_COLOURS_RGB[k] on landmark k."""
+    image_bgr, points = render_face(np.random.default_rng([99, seed]))
+    image = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    for point, dot in zip(points, DOT_COLOURS_RGB):
+        cv2.circle(image, (int(point[0]), int(point[1])), 3, tuple(int(c) for c in dot), -1)
+    return image, points.astype(np.float32)
+
+
+def colours_near(view: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
+    """(5, 3, 3, 3) colours of `view` in the 3x3 pixels around each rounded point.
+
+    The dots have a radius of at least 3 * 128 / 97 - 0.5 > 3.4 view pixels, so the whole 3x3
+    block is inside its dot when the point is within about 1.4 view pixels of the dot centre.
+    """
+    x, y = np.rint(points_xy).astype(int).T
+    offsets = np.arange(-1, 2)
+    return view[y[:, None, None] + offsets[None, :, None],
+                x[:, None, None] + offsets[None, None, :]].astype(int)
+
+
+@pytest.mark.parametrize("angle", [0.0, 15.0, 30.0])
+@pytest.mark.parametrize("flip", [False, True])
+def test_points_stay_on_their_dots_in_both_views(angle, flip):
+    flips_seen = set()
+    for seed in range(6):
+        image, points = dotted_face(seed)
+        pair = make_pair(image, points, np.random.default_rng(seed), angle=angle, tight=70,
+                         tight_jitter=4.0, flip=flip, size=128)
+        flips_seen.add(pair["flipped"])
+        expected = DOT_COLOURS_RGB[list(FLIP_PERMUTATION)] if pair["flipped"] else DOT_COLOURS_RGB
+        for key in ("x", "x_prime"):
+            assert pair[key].shape == (128, 128, 3) and pair[key].dtype == np.uint8
+            found = colours_near(pair[key], pair["points_" + key])  # (5, 3, 3, 3)
+            assert np.abs(found - expected[:, None, None, :]).max() < 60, key
+    assert flips_seen == ({False, True} if flip else {False})
+
+
+def test_flipped_views_keep_left_labels_on_the_image_left():
+    image, points = dotted_face(0)
+    for seed in range(20):
+        pair = make_pair(image, points, np.random.default_rng(seed), angle=0.0, tight=70,
+                         tight_jitter=0.0, flip=True, size=128)
+        for key in ("points_x", "points_x_prime"):
+            assert pair[key][0, 0] < pair[key][1, 0] and pair[key][3, 0] < pair[key][4, 0]
+
+
+def test_zero_angle_without_jitter_gives_two_identical_unrotated_views():
+    image, points = dotted_face(1)
+    pair = make_pair(image, points, np.random.default_rng(0), angle=0.0, tight=70,
+                     tight_jitter=0.0, flip=False, size=128)
+    np.testing.assert_array_equal(pair["x"], pair["x_prime"])
+    np.testing.assert_array_equal(pair["points_x"], pair["points_x_prime"])
+
+
+def test_view_angles_have_the_right_spread_and_are_clipped():
+    rng = np.random.default_rng(0)
+    angles = np.array([sample_view_params(rng, 15.0, 70, 4.0)[0] for _ in range(4000)])
+    assert 14.0 < angles.std() < 16.0
+    wide = np.array([sample_view_params(rng, 100.0, 70, 4.0) for _ in range(500)])
+    assert np.abs(wide[:, 0]).max() == 40.0
+    assert set(np.unique(wide[:, 1])) <= set(range(50, 91))
+
+
+def write_faces(directory, count):
+    """`count` synthetic face jpgs with their records."""
+    records = []
+    for index in range(count):
+        image, points = render_face(np.random.default_rng([5, index]))
+        path = directory / f"{index:03d}.jpg"
+        cv2.imwrite(str(path), image)
+        records.append(FaceRecord(path.name, path, points))
+    return records
+
+
+def make_dataset(records, **overrides):
+    options = dict(image_size=64, angle=15.0, tight=70, tight_jitter=4.0, flip=True,
+                   skip_bad_images=False, seed=3)
+    options.update(overrides)
+    return TwoViewDataset(records, **options)
+
+
+def test_items_depend_only_on_seed_epoch_and_index(tmp_path):
+    records = write_faces(tmp_path, 4)
+    dataset = make_dataset(records)
+    first = dataset[2]
+    _ = dataset[1], dataset[3]
+    again = dataset[2]
+    assert torch.equal(first["x"], again["x"]) and torch.equal(first["points_x"], again["points_x"])
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[2]["x"], first["x"])
+    dataset.set_epoch(0)
+    assert torch.equal(dataset[2]["x_prime"], first["x_prime"])
+    other_seed = make_dataset(records, seed=4)[2]
+    assert not torch.equal(other_seed["x"], first["x"])
+    assert first["x"].dtype == torch.float32 and 0.0 <= first["x"].min() <= first["x"].max() <= 1.0
+    assert first["index"] == 2 and first["name"] == "002.jpg"
+
+
+def test_batches_do_not_depend_on_worker_count(tmp_path):
+    torch.set_num_threads(1)
+    dataset = make_dataset(write_faces(tmp_path, 6))
+    dataset.set_epoch(2)
+    in_process = list(DataLoader(dataset, batch_size=3, num_workers=0))
+    workers = list(DataLoader(dataset, batch_size=3, num_workers=2))
+    for one, two in zip(in_process, workers):
+        for key in ("x", "x_prime", "points_x", "points_x_prime"):
+            assert torch.equal(one[key], two[key]), key
+
+
+def test_bad_image_raises_or_is_replaced_by_the_next(tmp_path):
+    records = write_faces(tmp_path, 3)
+    records[1].path.write_bytes(b"not an image")
+    with pytest.raises(UserError, match=r"001\.jpg: image does not decode"):
+        make_dataset(records)[1]
+    dataset = make_dataset(records, skip_bad_images=True)
+    with pytest.warns(SkippedDataWarning, match=r"1 so far.*001\.jpg"):
+        item = dataset[1]
+    assert item["index"] == 2 and item["name"] == "002.jpg" and dataset.num_skipped == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dataset[1]["index"] == 2  # known bad: skipped without a second warning
+
+
+def test_unannotated_records_give_nan_points(tmp_path):
+    records = [FaceRecord(r.name, r.path, None) for r in write_faces(tmp_path, 2)]
+    item = make_dataset(records)[0]
+    assert torch.isnan(item["points_x"]).all() and torch.isnan(item["points_x_prime"]).all()
+    assert item["x"].shape == (3, 64, 64)
