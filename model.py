@@ -11,7 +11,6 @@ Points are (x, y) in heatmap pixels unless a name says otherwise (see utils/geom
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
@@ -19,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.errors import UserError
 from utils.geometry import render_gaussian_heatmaps, soft_argmax
-
-log = logging.getLogger(__name__)
 
 FanInit = Literal["scratch", "finetune", "incremental"]
 Objective = Literal["all", "baseline", "inter", "cycle"]
@@ -407,3 +405,56 @@ class LandmarkAutoencoder(nn.Module):
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------------------------
+# Construction from a config
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The model section of a config. Defaults are the paper's (spec 1.2-1.8)."""
+
+    num_points: int = 10  # K
+    fan_init: FanInit = "incremental"  # scratch | finetune | incremental (spec 1.8)
+    fan_pretrained: str | None = None  # path to fan_109.pth; without it, init falls back to scratch
+    fan_features: int = 256  # FAN width; 256 is the reference, smaller for CPU-sized runs
+    hourglass_depth: int = 4
+    gen_conv_dim: int = 32
+    gen_res_blocks: int = 6
+    temperature: float = 0.1  # soft-argmax temperature T
+    heatmap_s: float = 0.5  # Gaussian spread s = 2 sigma^2, heatmap pixels
+
+
+def read_pretrained_fan(path: str) -> dict[str, Tensor]:
+    """The state dict of a pretrained FAN file such as fan_109.pth."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: pretrained FAN file not found (model.fan_pretrained)") from None
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read a FAN state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    try:
+        return unwrap_state_dict(obj)
+    except TypeError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def build_model(cfg: ModelConfig, *, from_checkpoint: bool = False) -> tuple[LandmarkAutoencoder, LoadReport | None]:
+    """The model of a config.
+
+    A fresh model (`from_checkpoint=False`) reads `cfg.fan_pretrained` for the finetune and
+    incremental modes. With `from_checkpoint=True` the structure is built empty (incremental
+    buffers included) for `load_state_dict`; no pretrained file is read.
+    """
+    if from_checkpoint:
+        detector, report = FAN(num_points=cfg.num_points, features=cfg.fan_features, depth=cfg.hourglass_depth,
+                               projected=cfg.fan_init == "incremental"), None
+    else:
+        pretrained = read_pretrained_fan(cfg.fan_pretrained) if cfg.fan_init != "scratch" and cfg.fan_pretrained else None
+        detector, report = build_detector(num_points=cfg.num_points, init=cfg.fan_init, pretrained=pretrained,
+                                          features=cfg.fan_features, depth=cfg.hourglass_depth)
+    generator = Generator(num_points=cfg.num_points, conv_dim=cfg.gen_conv_dim, res_blocks=cfg.gen_res_blocks)
+    model = LandmarkAutoencoder(detector=detector, generator=generator, temperature=cfg.temperature,
+                                heatmap_s=cfg.heatmap_s)
+    return model, report

@@ -1,0 +1,168 @@
+"""Run a trained detector over evaluation splits and save the points (reference-spec.md section 5.1).
+
+    python extract_data.py --checkpoint runs/celeba-20261121-120000 --data-root /data/celeba \\
+        --splits mafl-train,mafl-test
+
+writes `<run folder>/detections/<split>.npz` per split: detected points and annotated points, both
+(x, y) in evaluation-crop pixels at the 128-px scale, image names, the checkpoint's identity and
+the settings used. `eval_regressor.py` reads these files.
+
+BatchNorm: `--bn-mode eval` (default) uses the running statistics, so a face's points do not
+depend on the other faces of its batch. `--bn-mode train` reproduces the reference, which never
+calls eval(): batch statistics over batches of `--batch-size` (30 in the reference). The two give
+different numbers; report which one you used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from datasets import EVAL_SPLITS, build_eval_dataset
+from eval_regressor import save_detections
+from model import HEATMAP_STRIDE, LandmarkAutoencoder
+from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
+from utils.errors import UserError
+from utils.geometry import heatmap_to_image_xy
+
+EVAL_SCALE = 128  # saved points are in crop pixels of a 128 x 128 crop, whatever the model's size
+PREVIEW_IMAGES = 16
+
+
+def rescale_px(points_xy: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """Crop pixels of a from_size crop -> crop pixels of a to_size crop (pixel-centre convention)."""
+    return (points_xy + 0.5) * (to_size / from_size) - 0.5
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def extract_points(model: LandmarkAutoencoder, dataset: Dataset, *, batch_size: int = 30, num_workers: int = 0,
+                   device: torch.device | str = "cpu", bn_mode: str = "eval", progress: bool = True,
+                   preview: int = 0) -> dict[str, np.ndarray]:
+    """Detected and annotated points of every item of an evaluation-crop dataset, in order.
+
+    Returns {"detected": (N, K, 2), "annotated": (N, 5, 2), both (x, y) crop pixels at the 128-px
+    scale; "names": (N,) str; "preview_images": (min(preview, N), S, S, 3) uint8 RGB}.
+    `bn_mode="train"` uses batch statistics (the reference's behaviour) without touching the
+    model's running statistics. The model's train/eval state is restored afterwards.
+    """
+    if bn_mode not in ("eval", "train"):
+        raise UserError(f"bn mode {bn_mode!r}: expected eval or train")
+    was_training = model.training
+    if bn_mode == "train":  # batch statistics; a copy absorbs the running-statistics updates
+        model = copy.deepcopy(model).train()
+    else:
+        model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    detected, annotated, names, previews = [], [], [], []
+    for batch in tqdm(loader, desc="extract", unit="batch", disable=not progress, leave=False):
+        images = batch["image"].to(device, non_blocking=True)  # (B, 3, S, S)
+        size = images.shape[-1]
+        points_hm, _ = model.detect(images)  # (B, K, 2) heatmap pixels
+        points_px = heatmap_to_image_xy(points_hm.float(), HEATMAP_STRIDE).cpu().numpy()  # crop pixels
+        detected.append(rescale_px(points_px, size, EVAL_SCALE))
+        annotated.append(rescale_px(batch["points"].numpy(), size, EVAL_SCALE))
+        names.extend(batch["name"])
+        if sum(len(p) for p in previews) < preview:
+            previews.append((batch["image"].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+    if bn_mode == "eval":
+        model.train(was_training)
+    if not names:
+        raise UserError("the split is empty: no image to extract points from")
+    preview_images = np.concatenate(previews)[:preview] if previews else np.zeros((0, 1, 1, 3), np.uint8)
+    return {"detected": np.concatenate(detected).astype(np.float32),
+            "annotated": np.concatenate(annotated).astype(np.float32),
+            "names": np.array(names), "preview_images": preview_images}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file or a run folder (its last.pt; pass best.pt explicitly to use the best one)")
+    p.add_argument("--data-root", required=True,
+                   help="root of the data set in its original layout: the CelebA folder (for mafl-*, celeba), "
+                        "aflw_release-2 (aflw-*), the MTFL folder (mtfl-*), or an image folder (folder)")
+    p.add_argument("--splits", default="mafl-train,mafl-test",
+                   help=f"comma-separated splits to extract, from: {', '.join(EVAL_SPLITS)} (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output folder (default: <run folder>/detections)")
+    p.add_argument("--batch-size", type=int, default=30,
+                   help="faces per batch (default 30, the reference's); matters only with --bn-mode train")
+    p.add_argument("--workers", type=int, default=4, help="data loading processes (default: %(default)s)")
+    p.add_argument("--bn-mode", choices=("eval", "train"), default="eval",
+                   help="BatchNorm statistics: eval = running statistics (default, batch-independent); "
+                        "train = batch statistics as the reference does (changes the numbers)")
+    p.add_argument("--tight", type=int, default=70,
+                   help="crop margin around the annotated points, percent of their extent (protocol: 70)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="crop size fed to the detector (default: the size the model was trained at)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="drop listed images that are missing or do not decode (counted and reported) instead of stopping")
+    p.add_argument("--include-reference-three", action="store_true",
+                   help="keep the three MAFL training images the reference drops without explanation "
+                        "(031524, 179577, 139803)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of each split (quick checks)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    unknown = [s for s in splits if s not in EVAL_SPLITS]
+    if unknown or not splits:
+        raise UserError(f"--splits {args.splits!r}: unknown split(s) {unknown}; expected some of {', '.join(EVAL_SPLITS)}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: expected >= 1")
+    device = resolve_device(args.device)
+    ckpt_file = find_checkpoint(args.checkpoint)
+    model, model_cfg, ckpt = load_model(ckpt_file, device)
+    image_size = args.image_size or ckpt["config"]["data"]["image_size"]
+    identity = checkpoint_identity(ckpt_file)
+    out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}")
+    written = []
+    for split in splits:
+        dataset = build_eval_dataset(split, args.data_root, image_size=image_size, tight=args.tight,
+                                     skip_bad_images=args.skip_bad_images,
+                                     exclude_reference_three=not args.include_reference_three, limit=args.limit)
+        result = extract_points(model, dataset, batch_size=args.batch_size, num_workers=args.workers, device=device,
+                                bn_mode=args.bn_mode, progress=not args.quiet, preview=PREVIEW_IMAGES)
+        settings = {"data_root": str(args.data_root), "tight": args.tight, "image_size": image_size,
+                    "bn_mode": args.bn_mode, "batch_size": args.batch_size, "num_points": model_cfg.num_points,
+                    "exclude_reference_three": not args.include_reference_three, "limit": args.limit,
+                    "step": int(ckpt["step"])}
+        path = save_detections(out_dir / f"{split}.npz", detected_xy_px=result["detected"],
+                               annotated_xy_px=result["annotated"], names=result["names"], split=split,
+                               checkpoint=identity, settings=settings, preview_images=result["preview_images"])
+        print(f"{split}: {len(result['names'])} faces -> {path}")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    sys.exit(main())

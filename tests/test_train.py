@@ -1,0 +1,146 @@
+"""train.py end to end on tiny synthetic data: learning, resume after SIGKILL, DDP, NaN stop, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import losses
+import train
+from conftest import tiny_train_overrides
+from utils.checkpoint import load_model, read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = ["--config", str(REPO / "configs" / "synthetic.yaml")]
+
+
+def run_dir_of(out_dir: Path) -> Path:
+    (run_dir,) = [p for p in Path(out_dir).iterdir() if p.is_dir()]
+    return run_dir
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read()[-2000:]}")
+        if time.time() > end:
+            proc.kill()
+            raise AssertionError("timed out waiting for training")
+        time.sleep(0.1)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []
+
+
+def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, capsys):
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 40) +
+                    ["log.log_every=1", "log.image_every=20", "validation.every=20"])
+    assert rc == 0
+    run_dir = run_dir_of(tmp_path)
+    log = records(run_dir)
+    losses_ = [r["total"] for r in log if "total" in r]
+    assert len(losses_) == 40
+    assert sum(losses_[-5:]) / 5 < 0.8 * sum(losses_[:5]) / 5  # the reconstruction loss goes down
+    vals = [r for r in log if "val_nme" in r]
+    assert [r["step"] for r in vals] == [20, 40] and all(0 < r["val_nme"] < 100 for r in vals)
+    for name in ("config.yaml", "last.pt", "best.pt", "step_00000040.pt", "train_00000020.png"):
+        assert (run_dir / name).exists(), name
+    model, cfg, ckpt = load_model(run_dir)
+    assert ckpt["step"] == 40 and cfg.num_points == 10 and not model.training
+    out = capsys.readouterr().out
+    assert "run folder" in out and "objective all, 40 steps" in out
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_path):
+    steps = 16
+    common = tiny_train_overrides(synthetic_root, tmp_path / "straight", steps) + [
+        "log.checkpoint_every=2", "validation.enabled=false", "log.keep_checkpoints=20"]
+    assert train.main(CONFIG + common) == 0
+    straight = read_checkpoint(run_dir_of(tmp_path / "straight"))
+
+    killed_out = tmp_path / "killed"
+    args = CONFIG + [a.replace(str(tmp_path / "straight"), str(killed_out)) for a in common]
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: killed_out.exists() and any(killed_out.glob("*/step_00000006.pt")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = run_dir_of(killed_out)
+    interrupted_at = read_checkpoint(run_dir)["step"]
+    assert 6 <= interrupted_at < steps
+    assert train.main(["--resume", str(run_dir)]) == 0
+    resumed = read_checkpoint(run_dir)
+    assert resumed["step"] == steps
+    assert_same_weights(resumed["model"], straight["model"])
+    assert resumed["optim_fan"]["state"].keys() == straight["optim_fan"]["state"].keys()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch, capsys):
+    original = losses.ReconstructionLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, outputs, targets):
+        calls["n"] += 1
+        terms = original(self, outputs, targets)
+        if calls["n"] == 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(losses.ReconstructionLoss, "forward", poisoned)
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 10) +
+                    ["log.checkpoint_every=1", "validation.enabled=false"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at step 3" in err and "last.pt" in err
+    ckpt = read_checkpoint(run_dir_of(tmp_path))
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+
+
+def test_ctrl_c_saves_a_checkpoint(synthetic_root, tmp_path):
+    args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 100000) + [
+        "log.checkpoint_every=100000", "validation.enabled=false", "log.log_every=1"]
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: tmp_path.exists() and any(p.stat().st_size > 0 for p in tmp_path.glob("*/log.jsonl")), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    ckpt = read_checkpoint(run_dir_of(tmp_path))
+    assert ckpt["step"] >= 1
+
+
+def test_two_process_ddp_keeps_ranks_identical(synthetic_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 4) + ["validation.enabled=false"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es), batch 8 per process = 16 per step" in proc.stdout
+    log = records(run_dir_of(tmp_path))
+    assert log[-1] == {"step": 4, "ranks_in_sync": True, "world_size": 2}
+
+
+def test_user_mistakes_are_one_line(tmp_path, capsys):
+    assert train.main(CONFIG + [f"data.root={tmp_path / 'nowhere'}", f"log.out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nowhere" in err and len(err.splitlines()) == 1
+    assert train.main(CONFIG + ["train.lr=1"]) == 2
+    assert "unknown config key 'train.lr'" in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "missing-run")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err

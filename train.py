@@ -1,0 +1,557 @@
+"""Train the landmark detector and generator (reference-spec.md sections 3.2-3.5).
+
+    python train.py --config configs/celeba.yaml data.root=/data/celeba [section.key=value ...]
+    python train.py --resume runs/celeba-20261121-120000          # continue exactly where it stopped
+    torchrun --nproc_per_node 4 train.py --config configs/celeba.yaml data.root=/data/celeba
+
+Everything a run writes goes to `runs/<name>-<date>-<time>/`: config.yaml, log.jsonl (one JSON
+record per log step and per validation), PNG grids of landmarks and reconstructions, and
+checkpoints (step_XXXXXXXX.pt, last.pt, best.pt by validation NME). Checkpoints are single
+self-contained files written atomically; `--resume` restores weights, optimisers, schedulers,
+step, data order and RNG, so a resumed run ends with the same weights as an uninterrupted one.
+A non-finite loss stops the run naming the step; Ctrl-C saves a checkpoint first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from datasets import build_eval_dataset, build_train_dataset
+from extract_data import extract_points, resolve_device
+from losses import build_reconstruction_loss
+from model import (HEATMAP_STRIDE, AuxSource, LandmarkAutoencoder, ModelConfig, Objective, build_model,
+                   count_parameters, derangement)
+from utils.checkpoint import FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint
+from utils.config import build, load_config, merge, parse_overrides, to_dict, to_yaml
+from utils.errors import UserError
+from utils.geometry import heatmap_to_image_xy
+from utils.metrics import nme, regress_points
+from utils.sampler import ResumableBatchSampler, batches_per_pass
+from utils.visualize import distinct_colors, draw_points, image_grid, save_png
+
+
+# ------------------------------------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "celeba"  # celeba | synthetic | mafl-train | aflw | mtfl | folder
+    root: str = ""  # the data set's folder in its original layout; set it on the command line
+    image_size: int = 128
+    angle: float = 15.0  # rotation std of x' in degrees; x uses twice it (spec 3.1)
+    tight: int = 70  # crop margin, percent of the landmark extent
+    tight_jitter: float = 4.0
+    flip: bool = False
+    num_workers: int = 4
+    skip_bad_images: bool = False
+
+
+@dataclass(frozen=True)
+class PerceptualConfig:
+    enabled: bool = True
+    weights: str = "imagenet"  # imagenet (torchvision cache) | /path/to/vgg16.pth | random (smoke runs)
+    imagenet_normalize: bool = False  # the reference feeds [0, 1] images unnormalised
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    objective: Objective = "all"  # all | baseline | inter | cycle (Table I rows)
+    aux_source: AuxSource = "permute"  # permute: H(x)[perm]; third_pass: the reference's extra detector pass
+    batch_size: int = 32  # per process
+    lr_fan: float = 1e-3
+    lr_gen: float = 1e-3
+    betas: tuple[float, float] = (0.0, 0.9)
+    weight_decay: float = 5e-4
+    step_size: int = 30  # StepLR, in epochs, stepped after each epoch
+    gamma: float = 0.1
+    grad_clip: float = 1.0  # max global L2 norm per network; 0 turns clipping off
+    iters_per_epoch: int = 2500
+    epochs: int = 34  # the reference README evaluates epoch 33, i.e. after 34 epochs
+    max_steps: int = 0  # stop after this many iterations (0: epochs * iters_per_epoch)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
+    amp: Literal["none", "bf16"] = "none"  # bf16 autocast on CUDA
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    sync_batchnorm: bool = False  # under DDP: BatchNorm statistics over all processes
+    seed: int = 1000
+    deterministic: bool = False  # deterministic algorithms, no cudnn autotuning
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    out_dir: str = "runs"
+    name: str = ""  # run folder prefix (default: the config file's stem)
+    log_every: int = 10
+    image_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # step_*.pt files kept besides last.pt and best.pt
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    enabled: bool = True
+    every: int = 2500  # steps
+    root: str = ""  # default: data.root
+    fit_split: str = ""  # default by data set: mafl-train, mtfl-train, aflw-train
+    eval_split: str = ""  # default: mtfl-val for mtfl, else the tail of the fit split (disjoint)
+    num_fit: int = 1000
+    num_eval: int = 300
+    batch_size: int = 64
+    reg: float = 1e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+VALIDATION_SPLITS = {"celeba": ("mafl-train", ""), "synthetic": ("mafl-train", ""), "mafl-train": ("mafl-train", ""),
+                     "aflw": ("aflw-train", ""), "mtfl": ("mtfl-train", "mtfl-val")}
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------------- setup
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Single process unless torchrun's environment variables are set; then one process per rank."""
+    if "RANK" not in os.environ:
+        return Dist(), resolve_device(device_name)
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def single_threaded_worker(_: int) -> None:
+    """Loader workers are processes already: OpenCV's own thread pool would only oversubscribe the CPU."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
+    """The run's config: from --config and overrides, or from the checkpoint when resuming."""
+    if args.resume:
+        ckpt = read_checkpoint(args.resume)
+        data = merge(ckpt["config"], parse_overrides(args.overrides))
+        return build(TrainConfig, data), ckpt
+    if not args.config:
+        raise UserError("give --config configs/<name>.yaml (or --resume RUN_FOLDER)")
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    if not cfg.log.name:
+        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, name=Path(args.config).stem))
+    if cfg.model.fan_init != "scratch" and not cfg.model.fan_pretrained:
+        warnings.warn(f"model.fan_init={cfg.model.fan_init} needs model.fan_pretrained=/path/to/fan_109.pth; "
+                      "training the FAN from scratch instead (expect worse numbers than the paper's)", stacklevel=2)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fan_init="scratch"))
+    return cfg, None
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if not cfg.data.root:
+        raise UserError("data.root is not set: add data.root=/path/to/dataset on the command line")
+    if cfg.data.image_size % (4 * 2 ** cfg.model.hourglass_depth):
+        raise UserError(f"data.image_size={cfg.data.image_size} must be a multiple of {4 * 2 ** cfg.model.hourglass_depth} "
+                        f"(4 times 2^model.hourglass_depth)")
+    for key, value in (("train.batch_size", cfg.train.batch_size), ("train.iters_per_epoch", cfg.train.iters_per_epoch),
+                       ("log.log_every", cfg.log.log_every), ("log.checkpoint_every", cfg.log.checkpoint_every),
+                       ("log.image_every", cfg.log.image_every), ("validation.every", cfg.validation.every)):
+        if value < 1:
+            raise UserError(f"config key '{key}': expected a positive integer, got {value}")
+    if cfg.train.batch_size < 2 and cfg.train.objective in ("all", "inter"):
+        raise UserError("train.batch_size must be >= 2: the auxiliary subject is another image of the batch")
+
+
+def new_run_dir(cfg: TrainConfig, d: Dist) -> Path:
+    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
+    if d.enabled:
+        dist.broadcast_object_list(stamp, src=0)
+    run_dir = Path(cfg.log.out_dir) / f"{cfg.log.name or 'run'}-{stamp[0]}"
+    suffix = 1
+    while d.is_main and run_dir.exists():  # two runs started in the same second
+        run_dir = Path(cfg.log.out_dir) / f"{cfg.log.name or 'run'}-{stamp[0]}-{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def validation_sets(cfg: TrainConfig) -> tuple[Subset, Subset] | None:
+    """Fixed fit and evaluation subsets for the in-training NME (disjoint, deterministic)."""
+    v = cfg.validation
+    fit_split, eval_split = VALIDATION_SPLITS.get(cfg.data.dataset, ("", ""))
+    fit_split, eval_split = v.fit_split or fit_split, v.eval_split or eval_split
+    if not v.enabled or not fit_split:
+        return None
+    root = v.root or cfg.data.root
+    make = lambda split: build_eval_dataset(split, root, image_size=cfg.data.image_size, tight=cfg.data.tight,  # noqa: E731
+                                            skip_bad_images=cfg.data.skip_bad_images)
+    fit = make(fit_split)
+    if not eval_split or eval_split == fit_split:  # hold out the tail of the fit split
+        num_eval = min(v.num_eval, len(fit) // 2)
+        return Subset(fit, range(min(v.num_fit, len(fit) - num_eval))), Subset(fit, range(len(fit) - num_eval, len(fit)))
+    evaluation = make(eval_split)
+    return Subset(fit, range(min(v.num_fit, len(fit)))), Subset(evaluation, range(min(v.num_eval, len(evaluation))))
+
+
+def validate(model: LandmarkAutoencoder, sets: tuple[Subset, Subset], cfg: TrainConfig, device: torch.device) -> float:
+    """Forward NME (percent) of a ridge regressor fitted on the fit subset, on the evaluation subset."""
+    fit, evaluation = (extract_points(model, s, batch_size=cfg.validation.batch_size, device=device, progress=False)
+                       for s in sets)
+    predicted = regress_points(fit["detected"], fit["annotated"], evaluation["detected"], cfg.validation.reg)
+    return 100.0 * float(nme(predicted, evaluation["annotated"]).mean())
+
+
+# ------------------------------------------------------------------------------------------- pictures
+
+def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, S, S) in [0, 1] -> list of (S, S, 3) uint8 RGB."""
+    return list((images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8))
+
+
+def save_training_grid(path: Path, batch: dict, rec, aux_index: torch.Tensor, num_points: int, columns: int = 8) -> None:
+    """Rows: x and x' with their detected points, the auxiliary subject, intermediates, reconstructions."""
+    colors = distinct_colors(num_points)
+    n = min(columns, batch["x"].shape[0])
+    size = batch["x"].shape[-1]
+    points_x = heatmap_to_image_xy(rec.points_x[:n].detach().float().cpu(), HEATMAP_STRIDE).numpy()
+    points_xp = heatmap_to_image_xy(rec.points_x_prime[:n].detach().float().cpu(), HEATMAP_STRIDE).numpy()
+    aux = aux_index[:n].cpu()
+    rows = [[draw_points(im, p, colors) for im, p in zip(to_uint8_images(batch["x"][:n]), points_x)],
+            [draw_points(im, p, colors) for im, p in zip(to_uint8_images(batch["x_prime"][:n]), points_xp)],
+            [draw_points(im, p, colors) for im, p in zip(to_uint8_images(batch["x"][aux]),
+                                                        heatmap_to_image_xy(rec.points_x.detach().float().cpu()[aux],
+                                                                            HEATMAP_STRIDE).numpy())]]
+    rows += [to_uint8_images(images[:n]) for images in rec.intermediates.values()]
+    rows += [to_uint8_images(images[:n]) for images in rec.outputs]
+    scale = max(1, 128 // size)
+    tiles = [np.kron(im, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else im for row in rows for im in row]
+    save_png(path, image_grid(tiles, ncols=n))
+
+
+# ------------------------------------------------------------------------------------------- the step
+
+def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
+               networks: list[torch.nn.Module], batch: dict, aux_index: torch.Tensor, cfg: TrainConfig,
+               device: torch.device, d: Dist) -> tuple[dict[str, float], Any]:
+    """One iteration: forward, loss, backward, clipping per network, both optimiser steps."""
+    fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    x = batch["x"].to(device, non_blocking=True).contiguous(memory_format=fmt)  # (B, 3, S, S)
+    x_prime = batch["x_prime"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.runtime.amp == "bf16" and device.type == "cuda"
+                else contextlib.nullcontext())
+    with autocast:
+        rec = model(x, x_prime, aux_index, cfg.train.objective, cfg.train.aux_source)
+        terms = loss_fn(rec.outputs, rec.targets)
+    values = torch.stack([t.detach().float() for t in terms.values()])
+    finite = torch.isfinite(values).all().float()
+    if d.enabled:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise NonFiniteLoss(", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values.tolist())))
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    if cfg.train.grad_clip > 0:
+        for net in networks:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+    for opt in optimizers:
+        opt.step()
+    return dict(zip(terms, values.tolist())), rec
+
+
+# ------------------------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config, e.g. configs/celeba.yaml (configs/synthetic.yaml for a CPU run)")
+    p.add_argument("--resume", metavar="RUN_OR_FILE",
+                   help="continue a run: its folder (newest checkpoint) or a checkpoint file; overrides still apply "
+                        "(e.g. train.epochs=40 to train longer)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="config overrides, e.g. data.root=/data/celeba train.lr_fan=1e-4 runtime.amp=bf16")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg, ckpt = resolve_config(args)
+    check_config(cfg)
+    d, device = setup_distributed(cfg.runtime.device)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    if cfg.runtime.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.runtime.seed + d.rank)
+
+    # data
+    dataset = build_train_dataset(cfg.data.dataset, cfg.data.root, image_size=cfg.data.image_size,
+                                  angle=cfg.data.angle, tight=cfg.data.tight, tight_jitter=cfg.data.tight_jitter,
+                                  flip=cfg.data.flip, skip_bad_images=cfg.data.skip_bad_images, seed=cfg.runtime.seed)
+    if batches_per_pass(len(dataset), cfg.train.batch_size, d.world_size) < 1:
+        raise UserError(f"data set {cfg.data.root} has {len(dataset)} images: fewer than one batch of "
+                        f"{cfg.train.batch_size} per process; lower train.batch_size")
+    val_sets = validation_sets(cfg) if d.is_main else None
+
+    # model, loss, optimisers
+    model, report = build_model(cfg.model, from_checkpoint=ckpt is not None)
+    loss_fn = build_reconstruction_loss(perceptual=cfg.loss.perceptual.enabled, weights=cfg.loss.perceptual.weights,
+                                        imagenet_normalize=cfg.loss.perceptual.imagenet_normalize,
+                                        pixel_weight=cfg.loss.pixel_weight, perceptual_weight=cfg.loss.perceptual_weight)
+    fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
+    loss_fn.to(device)
+    networks = [model.detector, model.generator]
+    optimizers = [torch.optim.Adam(net.parameters(), lr=lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
+                  for net, lr in zip(networks, (cfg.train.lr_fan, cfg.train.lr_gen))]
+    schedulers = [torch.optim.lr_scheduler.StepLR(opt, cfg.train.step_size, cfg.train.gamma) for opt in optimizers]
+
+    step, data_pass, batch_in_pass, best_nme = 0, 0, 0, math.inf
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        for obj, key in ((optimizers[0], "optim_fan"), (optimizers[1], "optim_gen"),
+                         (schedulers[0], "sched_fan"), (schedulers[1], "sched_gen")):
+            obj.load_state_dict(ckpt[key])
+        step, best_nme = ckpt["step"], ckpt["best_val_nme"]
+        data_pass, batch_in_pass = ckpt["data_pass"], ckpt["batch_in_pass"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        run_dir = Path(ckpt["path"]).parent
+    else:
+        run_dir = new_run_dir(cfg, d)
+
+    train_model: torch.nn.Module = model
+    if d.enabled:
+        if cfg.runtime.sync_batchnorm:
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.runtime.compile:
+        train_model = torch.compile(train_model)
+
+    total_steps = cfg.train.max_steps or cfg.train.epochs * cfg.train.iters_per_epoch
+    log_file, writer = None, None
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        log_file = open(run_dir / "log.jsonl", "a")
+        if cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+            writer = SummaryWriter(run_dir / "tensorboard")
+        print(f"run folder {run_dir}  (git {git_sha()})")
+        print(f"device {device}, {d.world_size} process(es), batch {cfg.train.batch_size} per process = "
+              f"{cfg.train.batch_size * d.world_size} per step; {len(dataset)} training images")
+        print(f"detector {count_parameters(model.detector, True):,} trainable of {count_parameters(model.detector):,}; "
+              f"generator {count_parameters(model.generator):,}; FAN init {cfg.model.fan_init}"
+              + (f" ({report.summary()})" if report else ""))
+        print(f"objective {cfg.train.objective}, {total_steps} steps" + (f", resuming at step {step}" if step else ""))
+
+    def save(name: str) -> Path:
+        state = {"format": FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
+                 "optim_fan": optimizers[0].state_dict(), "optim_gen": optimizers[1].state_dict(),
+                 "sched_fan": schedulers[0].state_dict(), "sched_gen": schedulers[1].state_dict(),
+                 "step": step, "epoch": step // cfg.train.iters_per_epoch, "data_pass": data_pass,
+                 "batch_in_pass": batch_in_pass, "best_val_nme": best_nme, "git_sha": git_sha(),
+                 "rng": {"torch": torch.get_rng_state()}}
+        path = run_dir / name
+        atomic_torch_save(state, path)
+        return path
+
+    def checkpoint() -> None:
+        path = save(f"step_{step:08d}.pt")
+        tmp = run_dir / ".last.pt.link"
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)  # last.pt is a second name of the newest step file: no second write
+        os.replace(tmp, run_dir / "last.pt")
+        prune_step_checkpoints(run_dir, cfg.log.keep_checkpoints)
+
+    def log(record: dict) -> None:
+        if log_file is None:
+            return
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        if writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, record["step"])
+
+    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                    disable=not (d.is_main and cfg.log.progress))
+    window, window_start, train_seconds, val_seconds = [], time.perf_counter(), 0.0, 0.0
+    model.train()
+    try:
+        while step < total_steps:
+            dataset.set_epoch(data_pass)
+            sampler = ResumableBatchSampler(len(dataset), cfg.train.batch_size, seed=cfg.runtime.seed,
+                                            data_pass=data_pass, start_batch=batch_in_pass, rank=d.rank,
+                                            world_size=d.world_size)
+            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                pin_memory=device.type == "cuda", worker_init_fn=single_threaded_worker)
+            for batch in loader:
+                t0 = time.perf_counter()
+                aux_gen = torch.Generator().manual_seed((cfg.runtime.seed * 1_000_003 + step) * 1009 + d.rank)
+                aux_index = derangement(batch["x"].shape[0], aux_gen)
+                try:
+                    values, rec = train_step(train_model, loss_fn, optimizers, networks, batch, aux_index, cfg, device, d)
+                except NonFiniteLoss as exc:
+                    last = run_dir / "last.pt"
+                    print(f"error: non-finite loss at step {step + 1} ({exc}); stopping. Last good checkpoint: "
+                          f"{last if last.exists() else 'none yet'}", file=sys.stderr)
+                    log({"step": step + 1, "event": "non_finite_loss", "detail": str(exc)})
+                    return 1
+                step += 1
+                batch_in_pass += 1
+                train_seconds += time.perf_counter() - t0
+                window.append(values)
+                progress.update(1)
+                if step % cfg.log.log_every == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": step, "epoch": step / cfg.train.iters_per_epoch,
+                              **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
+                              "lr_fan": optimizers[0].param_groups[0]["lr"], "lr_gen": optimizers[1].param_groups[0]["lr"],
+                              "images_per_s": len(window) * cfg.train.batch_size * d.world_size / max(elapsed, 1e-9)}
+                    log(record)
+                    progress.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                    window, window_start = [], time.perf_counter()
+                if d.is_main and step % cfg.log.image_every == 0:
+                    save_training_grid(run_dir / f"train_{step:08d}.png", batch, rec, aux_index, cfg.model.num_points)
+                epoch_end = step % cfg.train.iters_per_epoch == 0
+                if epoch_end:
+                    for scheduler in schedulers:  # after the optimiser steps (the reference calls it before)
+                        scheduler.step()
+                if d.is_main and val_sets is not None and (step % cfg.validation.every == 0 or step == total_steps):
+                    t_val = time.perf_counter()
+                    val_nme = validate(model, val_sets, cfg, device)
+                    val_seconds += time.perf_counter() - t_val
+                    improved = val_nme < best_nme
+                    best_nme = min(best_nme, val_nme)
+                    log({"step": step, "val_nme": val_nme, "best_val_nme": best_nme,
+                         "val_seconds_fraction": val_seconds / max(train_seconds + val_seconds, 1e-9)})
+                    progress.write(f"step {step}: validation NME {val_nme:.2f}% (best {best_nme:.2f}%)")
+                    if improved:
+                        save("best.pt")
+                if d.is_main and (step % cfg.log.checkpoint_every == 0 or epoch_end or step == total_steps):
+                    checkpoint()
+                if step >= total_steps:
+                    break
+            else:
+                data_pass, batch_in_pass = data_pass + 1, 0
+    except KeyboardInterrupt:
+        if d.is_main:
+            checkpoint()
+            print(f"\ninterrupted at step {step}: saved {run_dir / 'last.pt'}; continue with "
+                  f"python train.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+        if log_file is not None:
+            log_file.close()
+        if writer is not None:
+            writer.close()
+    if d.enabled:
+        in_sync = check_ranks_in_sync(model, d)
+        if d.is_main:
+            print(f"weights identical on all {d.world_size} ranks: {in_sync}")
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "ranks_in_sync": in_sync, "world_size": d.world_size}) + "\n")
+    if d.is_main:
+        print(f"done: {step} steps; checkpoints in {run_dir}" +
+              (f"; best validation NME {best_nme:.2f}%" if math.isfinite(best_nme) else ""))
+    return 0
+
+
+def check_ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:
+    """Gather a per-tensor checksum of every rank's parameters; True if all ranks agree exactly.
+
+    BatchNorm running statistics are left out: each rank updates them from its own batch, and DDP
+    overwrites them with rank 0's at every forward (rank 0's are the ones checkpointed).
+    """
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    if dist.get_backend() == "gloo":
+        sums = sums.cpu()
+    gathered = [torch.zeros_like(sums) for _ in range(d.world_size)]
+    dist.all_gather(gathered, sums)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

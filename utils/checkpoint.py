@@ -1,0 +1,115 @@
+"""Self-contained checkpoints: atomic writes, retention, and loading a model in one call.
+
+A checkpoint is one file holding everything a run needs to continue exactly: the resolved
+config, both networks (detector and generator, incremental buffers included), both optimisers
+and schedulers, the step, the data-order position, RNG states and the git SHA. It loads with
+`torch.load(weights_only=True)`: nothing in it is an arbitrary pickled object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model import LandmarkAutoencoder, ModelConfig, build_model
+from utils.config import build
+from utils.errors import UserError
+
+FORMAT = "inter-intra-landmarks/1"
+STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+
+
+def git_sha(repo: Path | None = None) -> str:
+    """The commit of the code that runs ('unknown' outside a git checkout), '+dirty' if modified."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a truncated file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` step_XXXXXXXX.pt files (last.pt and best.pt are separate)."""
+    steps = sorted(run_dir.glob("step_*.pt"), key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+    for old in steps[: max(len(steps) - keep, 0)]:
+        old.unlink(missing_ok=True)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest one of a run folder (last.pt, else the highest step file)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / "last.pt").is_file():
+            return path / "last.pt"
+        steps = sorted(path.glob("step_*.pt"), key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+        if steps:
+            return steps[-1]
+        raise UserError(f"{path}: no checkpoint in this run folder (expected last.pt or step_*.pt)")
+    raise UserError(f"{path}: no such checkpoint file or run folder")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict of `path` (a file or a run folder), checked to be one of ours."""
+    file = find_checkpoint(path)
+    try:
+        ckpt = torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{file}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{file}: not a checkpoint of this repository (expected format {FORMAT!r}; "
+                        "a reference model_N.fan.pth is a bare FAN state dict: pass it as model.fan_pretrained)")
+    ckpt["path"] = str(file)
+    return ckpt
+
+
+def checkpoint_identity(path: str | Path) -> str:
+    """'<path> sha256:<first 12 hex>' of a checkpoint file, to record where detections came from."""
+    file = find_checkpoint(path)
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{file} sha256:{digest.hexdigest()[:12]}"
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LandmarkAutoencoder, ModelConfig, dict]:
+    """Load a trained model in one call: (model in eval mode on `device`, its ModelConfig, checkpoint).
+
+    Needs no pretrained FAN file: incremental checkpoints carry their frozen kernels.
+    """
+    ckpt = read_checkpoint(path)
+    cfg = build(ModelConfig, ckpt["config"]["model"], prefix="model.")
+    model, _ = build_model(cfg, from_checkpoint=True)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.to(device).eval(), cfg, ckpt

@@ -1,0 +1,157 @@
+"""Typed configs: frozen dataclasses loaded from YAML with `key.sub=value` command-line overrides.
+
+- A YAML file may name a base file with `base: other.yaml` (relative to itself); its keys are
+  merged over the base's, section by section, so a Table I row is a three-line file.
+- Overrides are `section.key=value`; the value is parsed as YAML (`1e-4`, `true`, `[0, 0.9]`, `null`).
+- Unknown keys and values of the wrong type stop with one line naming the key, the expected type and,
+  for typos, the closest known key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from utils.errors import UserError
+
+T = TypeVar("T")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise UserError(f"{path}: 'base' files form a loop")
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config sections at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return merge(_read_yaml(path.parent / base, seen + (path,)), data)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """['train.lr_fan=1e-4', 'model.num_points=30'] -> {'train': {'lr_fan': 1e-4}, 'model': {...}}."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r}: expected section.key=value, e.g. train.lr_fan=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r}: {part!r} is set twice, as a value and as a section")
+        node[parts[-1]] = value
+    return tree
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check (and gently coerce: int -> float, list -> tuple) `value` against the annotation `tp`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except UserError:
+                continue
+        raise UserError(f"config key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise UserError(f"config key '{key}': expected a list of {len(args)} values, got {value!r}")
+        item_types = [args[0]] * len(value) if args and args[-1] is Ellipsis else args
+        return tuple(_convert(v, t, key) for v, t in zip(value, item_types))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}': expected a section (mapping), got {value!r}")
+        return build(tp, value, prefix=key + ".")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Instantiate dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            raise UserError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"config section '{prefix.rstrip('.') or cls.__name__}': {exc}") from None
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """The config of a run: defaults of `cls`, then the YAML file (with its bases), then overrides."""
+    data = _read_yaml(Path(path)) if path else {}
+    data = merge(data, parse_overrides(overrides or []))
+    return build(cls, data)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain nested dict (tuples as lists) that `build` turns back into the same config."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

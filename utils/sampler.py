@@ -1,0 +1,42 @@
+"""A resumable, rank-aware data order.
+
+Pass p over the data set visits a permutation drawn from (seed, p); rank r of W processes takes
+every W-th index of it, in batches of `batch_size`, and a short last batch is dropped. The
+position (pass, batch) is all a checkpoint needs to continue the data order exactly, with any
+number of loader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+def batches_per_pass(num_items: int, batch_size: int, world_size: int = 1) -> int:
+    return (num_items // world_size) // batch_size
+
+
+class ResumableBatchSampler:
+    """Yields lists of indices for one pass, starting at batch `start_batch`.
+
+    Args:
+        num_items: data set size; batch_size: per-process batch; seed: data-order seed;
+        data_pass: which pass over the data (selects the permutation); start_batch: batches of
+        this pass already consumed; rank, world_size: this process's share.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, *, seed: int, data_pass: int, start_batch: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.num_items, self.batch_size = num_items, batch_size
+        self.seed, self.data_pass, self.start_batch = seed, data_pass, start_batch
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return max(batches_per_pass(self.num_items, self.batch_size, self.world_size) - self.start_batch, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.data_pass)
+        order = torch.randperm(self.num_items, generator=generator)[self.rank::self.world_size]
+        for b in range(self.start_batch, batches_per_pass(self.num_items, self.batch_size, self.world_size)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
