@@ -2,12 +2,19 @@
 
     python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl
     python eval_regressor.py --train mafl-train.npz --test mafl-test.npz --mode both --repeats 10
+    python eval_regressor.py --dir runs/x/detections-last --dataset mafl \
+        --compare "untrained detector=runs/x/detections-init"
 
 Reads the per-split `.npz` files written by extract_data.py (`save_detections` below defines the
 format), fits a ridge regressor from detected to annotated points (forward; "bwd" is the reverse) on
 the training split and reports the test NME in percent of the inter-ocular distance, beside the
 paper's Table I, then the few-shot table (N training images, mean ± std over seeded draws) beside
 Table II. Writes results.md/.json/.csv and PNG figures to --out.
+
+Baselines in the same main table: "mean training shape" (every test face predicted as the mean of
+the annotated training points, no detector and no regressor: what a detector must beat) is always
+there; each `--compare LABEL=DIR` adds the same regressor fitted on another folder of detections
+(e.g. an untrained detector's).
 
 Deliberate differences from the reference, each behind a named switch: the few-shot draws use exactly
 N images over --repeats seeded draws (`--reference-fewshot`: one draw of N + 1), and the backward error
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,6 +286,37 @@ def check_pair(train: Detections, test: Detections) -> str:
     return train_set
 
 
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """A `--compare LABEL=DIR` row: another detector's train/test detections of the same dataset."""
+
+    label: str
+    folder: Path
+    train: Detections
+    test: Detections
+
+
+def load_comparisons(compare: tuple[tuple[str, Path], ...], dataset: str, test: Detections) -> list[Comparison]:
+    """Load and check each --compare folder's <dataset> pair (found as with --dir); K may differ from ours.
+
+    Test faces other than ours give a warning, not an error: the rows are then not on the same faces.
+    """
+    comparisons = []
+    for label, folder in compare:
+        train_path, test_path = dir_inputs(folder, dataset)
+        c_train, c_test = load_detections(train_path), load_detections(test_path)
+        c_dataset = check_pair(c_train, c_test)
+        if c_dataset != dataset:
+            raise UserError(
+                f"{c_train.path}: --compare {label!r} holds dataset {c_dataset!r}; expected ours, {dataset!r}"
+            )
+        if not np.array_equal(c_test.names, test.names):
+            print(f"warning: --compare {label!r}: its test faces ({c_test.path}, {c_test.n}) differ from ours "
+                  f"({test.path}, {test.n}); its NME is not on the same faces", file=sys.stderr)
+        comparisons.append(Comparison(label, folder, c_train, c_test))
+    return comparisons
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +341,7 @@ class EvalConfig:
     reference_backward: bool = False
     paper_table: str = "auto"
     label: str | None = None
+    compare: tuple[tuple[str, Path], ...] = ()  # (label, detections folder) per --compare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,7 +406,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="which paper column to print beside ours (default auto: follows the dataset, none for mtfl)",
     )
     p.add_argument("--label", help="name of our row (default: checkpoint and K from the files)")
+    p.add_argument(
+        "--compare", action="append", default=[], metavar="LABEL=DIR",
+        help="add a row LABEL to the main table: the same regressor fitted on DIR/<dataset>-train.npz and "
+        "tested on DIR's matching test file (found as with --dir), e.g. the detections of an untrained "
+        "detector; repeatable. Use it to show what training adds; K may differ from ours",
+    )
     return p
+
+
+def parse_compare(items: list[str]) -> tuple[tuple[str, Path], ...]:
+    """['untrained=runs/x/det-init'] -> (('untrained', Path('runs/x/det-init')),); labels unique."""
+    pairs: list[tuple[str, Path]] = []
+    for item in items:
+        label, sep, folder = item.partition("=")
+        label, folder = label.strip(), folder.strip()
+        if not sep or not label or not folder:
+            raise UserError(
+                f"--compare {item!r}: expected LABEL=DIR (e.g. --compare untrained=runs/x/detections-init)"
+            )
+        if label in [known for known, _ in pairs]:
+            raise UserError(f"--compare: label {label!r} is given twice; give each row its own label")
+        pairs.append((label, Path(folder)))
+    return tuple(pairs)
 
 
 def parse_sizes(text: str) -> tuple[int | str, ...]:
@@ -382,6 +444,14 @@ def parse_sizes(text: str) -> tuple[int | str, ...]:
     return tuple(sizes)
 
 
+def dir_inputs(folder: Path, dataset: str) -> tuple[Path, Path]:
+    """(train npz, test npz) of `dataset` in `folder`: <dataset>-train/-test.npz (mtfl: -val if no -test)."""
+    test = folder / f"{dataset}-test.npz"
+    if dataset == "mtfl" and not test.is_file():
+        test = folder / "mtfl-val.npz"
+    return folder / f"{dataset}-train.npz", test
+
+
 def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
     """(train npz, test npz) from --train/--test or from --dir/--dataset."""
     if args.dir is not None or args.dataset is not None:
@@ -389,10 +459,7 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
             raise UserError("give either --train/--test or --dir/--dataset, not both")
         if args.dir is None or args.dataset is None:
             raise UserError("--dir and --dataset go together (e.g. --dir runs/x/detections --dataset mafl)")
-        test = args.dir / f"{args.dataset}-test.npz"
-        if args.dataset == "mtfl" and not test.is_file():
-            test = args.dir / "mtfl-val.npz"
-        return args.dir / f"{args.dataset}-train.npz", test
+        return dir_inputs(args.dir, args.dataset)
     if args.train is None or args.test is None:
         raise UserError("give --train and --test (the detections .npz files), or --dir and --dataset")
     return args.train, args.test
@@ -422,6 +489,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         reference_backward=args.reference_backward,
         paper_table=args.paper_table,
         label=args.label,
+        compare=parse_compare(args.compare),
     )
 
 
@@ -495,7 +563,63 @@ def default_label(checkpoint: str, k: int) -> str:
     return f"ours {short}, K={k}"
 
 
-def evaluate(train: Detections, test: Detections, dataset: str, cfg: EvalConfig) -> tuple[dict, dict]:
+def mean_shape_fit(train_annotated_xy_px: np.ndarray, test_annotated_xy_px: np.ndarray) -> FitResult:
+    """The no-detector baseline: predict every test face as the mean annotated training shape.
+
+    Args:
+        train_annotated_xy_px: (N, 5, 2); test_annotated_xy_px: (M, 5, 2), (x, y) crop pixels.
+    Returns:
+        FitResult with errors (M,), point_errors (M, 5) as fractions of each test face's IOD, and
+        pred_xy_px (M, 5, 2) = the mean shape, repeated.
+
+    Example (by hand): training shapes F and F + (2, 0) average to F + (1, 0); a test face F with eyes
+    40 px apart is off by 1 px at every point, so its NME is 1 / 40 = 2.5 %.
+    """
+    mean_shape = np.asarray(train_annotated_xy_px, dtype=np.float64).mean(axis=0)  # (5, 2)
+    pred = np.broadcast_to(mean_shape, test_annotated_xy_px.shape)  # (M, 5, 2)
+    point_errors = normalised_point_errors(pred, test_annotated_xy_px, interocular_distance(test_annotated_xy_px))
+    return FitResult(point_errors.mean(axis=1), point_errors, pred)
+
+
+def fit_stats(fits: dict[str, FitResult]) -> dict:
+    """mode -> {"nme_percent", "per_landmark_percent" (forward only, else None)} of a row of the main table."""
+    return {
+        mode: {
+            "nme_percent": 100 * float(fit.errors.mean()),
+            "per_landmark_percent": None if fit.point_errors is None
+            else dict(zip(LANDMARK_NAMES, (100 * fit.point_errors.mean(axis=0)).tolist())),
+        }
+        for mode, fit in fits.items()
+    }
+
+
+def files_info(train: Detections, test: Detections) -> dict:
+    """Where a row's detections came from, for results.json."""
+    return {
+        part: {"path": d.path, "split": d.split, "images": d.n, "checkpoint": d.checkpoint, "settings": d.settings}
+        for part, d in (("train", train), ("test", test))
+    }
+
+
+def baseline_rows(
+    train: Detections, test: Detections, comparisons: Sequence[Comparison], cfg: EvalConfig
+) -> list[dict]:
+    """The main table's other rows: each --compare folder with our regressor, then the mean training shape."""
+    rows = []
+    for c in comparisons:
+        everything = np.arange(c.train.n)
+        fits = {mode: fit_and_score(c.train, c.test, mode, everything, cfg) for mode in cfg.modes}
+        rows.append({"label": c.label, "k": c.train.k, "images": c.train.n, "source": f"this run, {c.folder}",
+                     "files": files_info(c.train, c.test), "main": fit_stats(fits)})
+    mean_shape = mean_shape_fit(train.annotated_xy_px, test.annotated_xy_px)
+    rows.append({"label": "mean training shape", "k": None, "images": train.n,
+                 "source": "this run, no detector", "main": fit_stats({"fwd": mean_shape})})
+    return rows
+
+
+def evaluate(
+    train: Detections, test: Detections, dataset: str, cfg: EvalConfig, comparisons: Sequence[Comparison] = ()
+) -> tuple[dict, dict]:
     """Run the protocol. Returns (report: JSON-ready dict, main fits: mode -> FitResult)."""
     everything = np.arange(train.n)
     fits = {mode: fit_and_score(train, test, mode, everything, cfg) for mode in cfg.modes}
@@ -508,21 +632,11 @@ def evaluate(train: Detections, test: Detections, dataset: str, cfg: EvalConfig)
         "label": cfg.label or default_label(train.checkpoint, train.k),
         "dataset": dataset,
         "k": train.k,
-        "files": {
-            part: {"path": d.path, "split": d.split, "images": d.n, "checkpoint": d.checkpoint,
-                   "settings": d.settings}
-            for part, d in (("train", train), ("test", test))
-        },
+        "files": files_info(train, test),
         "settings": {key: value for key, value in dataclasses.asdict(cfg).items()
-                     if key not in ("train_path", "test_path", "out_dir")},
-        "main": {
-            mode: {
-                "nme_percent": 100 * float(fit.errors.mean()),
-                "per_landmark_percent": None if fit.point_errors is None
-                else dict(zip(LANDMARK_NAMES, (100 * fit.point_errors.mean(axis=0)).tolist())),
-            }
-            for mode, fit in fits.items()
-        },
+                     if key not in ("train_path", "test_path", "out_dir", "compare")},
+        "main": fit_stats(fits),
+        "baselines": baseline_rows(train, test, comparisons, cfg),
         "solver_check": {
             "mode": first,
             "solvers": [cfg.solver, other],
@@ -594,11 +708,17 @@ def format_markdown(report: dict, notes: list[str]) -> str:
     header = ["method", "K", *[f"{name} {m} NME (%)" for m in modes], "source"]
     rows = [[f"**{report['label']}**", str(report["k"]),
              *[f"**{_pct(report['main'][m]['nme_percent'])}**" for m in modes], "this run"]]
+    for row in report["baselines"]:
+        rows.append([row["label"], "" if row["k"] is None else str(row["k"]),
+                     *[_pct(row["main"][m]["nme_percent"]) if m in row["main"] else "" for m in modes],
+                     row["source"]])
     if report["paper_table"] != "none":
         for method, k, value in paper_results.table_i(report["paper_table"]):
             fwd_cells = [_pct(value) if m == "fwd" else "" for m in modes]
             rows.append([method, "" if k is None else str(k), *fwd_cells, "paper Table I"])
     lines += _md_table(header, rows)
+    lines += ["", f"'mean training shape' predicts every test face as the mean of the {train['images']} "
+              "annotated training shapes (forward only, no detector): the error to beat."]
     if report["fewshot"]:
         first = report["fewshot"][0]
         lines += ["", f"## Few-shot: test NME (%) with N training images "
@@ -629,6 +749,12 @@ def csv_rows(report: dict) -> list[dict]:
         {"table": "main", "method": report["label"], "k": k, "size": "all", "images": n_train, "mode": mode,
          "nme_percent": stats["nme_percent"], "draws": 1, "source": "this run"}
         for mode, stats in report["main"].items()
+    ]
+    rows += [
+        {"table": "main", "method": row["label"], "k": row["k"], "size": "all", "images": row["images"],
+         "mode": mode, "nme_percent": stats["nme_percent"], "draws": 1, "source": row["source"]}
+        for row in report["baselines"]
+        for mode, stats in row["main"].items()
     ]
     if report["paper_table"] != "none":
         rows += [
@@ -742,8 +868,9 @@ def main(argv: list[str] | None = None) -> int:
         dataset = check_pair(train, test)
         if cfg.fewshot:
             check_sizes(cfg.sizes, train)
+        comparisons = load_comparisons(cfg.compare, dataset, test)
         start = time.perf_counter()
-        report, fits = evaluate(train, test, dataset, cfg)
+        report, fits = evaluate(train, test, dataset, cfg, comparisons)
         markdown = write_outputs(report, fits, test, cfg.out_dir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

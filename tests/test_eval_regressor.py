@@ -92,7 +92,7 @@ def test_main_prints_tables_and_writes_all_outputs(pair, tmp_path, capsys):
     assert report["solver_check"]["nme_diff_percent"] < 1e-8
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["source"] for r in rows} == {"this run", "paper Table I", "paper Table II"}
+    assert {r["source"] for r in rows} == {"this run", "this run, no detector", "paper Table I", "paper Table II"}
     faces = cv2.imread(str(out / "test_faces.png"))
     assert faces.shape == (128 + 2 * 2, 3 * 128 + 4 * 2, 3)  # 3 previews upscaled from 64 to 128
 
@@ -118,6 +118,79 @@ def test_reference_switches_reproduce_the_reference_quirks(pair, tmp_path):
     assert ref["main"]["bwd"]["nme_percent"] == pytest.approx(ours["main"]["bwd"]["nme_percent"] * 4 / 10)
     assert (ours["fewshot"][0]["images_per_draw"], ours["fewshot"][0]["draws"]) == (5, 4)
     assert (ref["fewshot"][0]["images_per_draw"], ref["fewshot"][0]["draws"]) == (6, 1)
+
+
+# --- baseline rows ------------------------------------------------------------------------------
+
+
+def test_mean_training_shape_row_matches_a_hand_computation(tmp_path, capsys):
+    # Training shapes F and F + (2, 0) average to F + (1, 0). Test face 0 is F (eyes 40 px apart):
+    # 1 px off at every point, 2.5 %. Test face 1 is 2F - 64 (F scaled by 2 about (64, 64), eyes 80 px
+    # apart): F = (44,52) (84,52) (64,74) (48,96) (80,96) -> 2F - 64 = (24,40) (104,40) (64,84) (32,128)
+    # (96,128); minus the mean shape (45,52) (85,52) (65,74) (49,96) (81,96), the offsets are below.
+    # Their lengths 24.19, 22.47, 10.05, 36.24, 35.34 average 25.66 px: 32.07 % of 80 px. NME 17.29 %.
+    two_faces = np.stack([FACE_XY_PX, FACE_XY_PX + [2.0, 0.0]])  # (2, 5, 2)
+    test_faces = np.stack([FACE_XY_PX, 2 * FACE_XY_PX - 64])  # (2, 5, 2)
+    common = {"checkpoint": "c", "settings": {}}
+    save_detections(tmp_path / "mafl-train.npz", detected_xy_px=two_faces[:, :3] + 0.1 * np.arange(2)[:, None, None],
+                    annotated_xy_px=two_faces, names=["a", "b"], split="mafl-train", **common)
+    save_detections(tmp_path / "mafl-test.npz", detected_xy_px=test_faces[:, :3], annotated_xy_px=test_faces,
+                    names=["c", "d"], split="mafl-test", **common)
+    assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--no-fewshot", "--paper-table", "none"]) == 0
+    offsets = np.array([[-21, -12], [19, -12], [-1, 10], [-17, 32], [15, 32]], dtype=float)
+    face_1 = np.linalg.norm(offsets, axis=1).mean() / 80  # 0.3207
+    expected = 100 * (1 / 40 + face_1) / 2
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    (row,) = report["baselines"]
+    assert (row["label"], row["k"], list(row["main"])) == ("mean training shape", None, ["fwd"])
+    assert row["main"]["fwd"]["nme_percent"] == pytest.approx(expected, rel=1e-12)
+    assert round(expected, 2) == 17.29
+    assert f"| mean training shape |  | {expected:.2f} | this run, no detector |" in capsys.readouterr().out
+    with open(tmp_path / "eval" / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "mean training shape"]
+    assert len(rows) == 1 and float(rows[0]["nme_percent"]) == pytest.approx(expected)
+
+
+def test_mean_shape_fit_by_hand():
+    fit = eval_regressor.mean_shape_fit(np.stack([FACE_XY_PX, FACE_XY_PX + [2.0, 0.0]]), FACE_XY_PX[None])
+    assert fit.errors == pytest.approx([1 / 40]) and fit.point_errors == pytest.approx(np.full((1, 5), 1 / 40))
+
+
+def test_compare_rows_join_the_main_table(pair, tmp_path, capsys):
+    train, test = pair
+    other = tmp_path / "other"
+    write_split(other / "mafl-train.npz", 80, k=6, seed=1, checkpoint="runs/init.pt")
+    write_split(other / "mafl-test.npz", 20, k=6, split="mafl-test", seed=2, checkpoint="runs/init.pt")
+    out = tmp_path / "out"
+    argv = ["--train", str(train), "--test", str(test), "--mode", "both", "--no-fewshot", "--out", str(out),
+            "--compare", f"same={tmp_path}", "--compare", f"untrained detector={other}"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    report = json.loads((out / "results.json").read_text())
+    same, untrained, mean_shape = report["baselines"]
+    assert [b["label"] for b in report["baselines"]] == ["same", "untrained detector", "mean training shape"]
+    for mode in ("fwd", "bwd"):  # the same folder as ours gives our numbers exactly
+        assert same["main"][mode]["nme_percent"] == report["main"][mode]["nme_percent"]
+    assert untrained["k"] == 6 and untrained["files"]["train"]["checkpoint"] == "runs/init.pt"
+    assert untrained["main"]["fwd"]["nme_percent"] != report["main"]["fwd"]["nme_percent"]
+    ours = report["main"]["fwd"]["nme_percent"]
+    assert f"| same | 4 | {ours:.2f} |" in stdout
+    assert f"| untrained detector | 6 | {untrained['main']['fwd']['nme_percent']:.2f} |" in stdout
+    assert "compare" not in report["settings"]
+    with open(out / "results.csv", newline="") as f:
+        methods = [(r["method"], r["mode"]) for r in csv.DictReader(f) if r["table"] == "main"]
+    assert methods.count(("untrained detector", "bwd")) == 1 and methods.count(("mean training shape", "fwd")) == 1
+
+
+def test_compare_warns_when_its_test_faces_differ(pair, tmp_path, capsys):
+    train, test = pair
+    other = tmp_path / "other"
+    write_split(other / "mafl-train.npz", 30, seed=1)
+    write_split(other / "mafl-test.npz", 10, split="mafl-test", seed=2)
+    argv = ["--train", str(train), "--test", str(test), "--no-fewshot", "--out", str(tmp_path / "out"),
+            "--compare", f"few={other}"]
+    assert main(argv) == 0
+    assert "warning: --compare 'few': its test faces" in capsys.readouterr().err
 
 
 # --- user errors -------------------------------------------------------------------------------
@@ -147,6 +220,10 @@ def _bad_file(path, **replace):
         ("missing_key", r"missing keys \['names'\]"),
         ("bad_sizes", r"--sizes: 'ten' is not a positive integer or 'all'"),
         ("no_part", r"split 'celeba' is not '<dataset>-train\|val\|test'"),
+        ("compare_syntax", r"--compare 'untrained': expected LABEL=DIR"),
+        ("compare_twice", r"--compare: label 'a' is given twice"),
+        ("compare_missing", r"nowhere/mafl-train.npz: file not found"),
+        ("compare_dataset", r"mafl-train.npz: --compare 'x' holds dataset 'aflw'; expected ours, 'mafl'"),
     ],
 )
 def test_bad_inputs_give_one_line_and_exit_code_2(pair, tmp_path, capsys, case, message):
@@ -175,8 +252,14 @@ def test_bad_inputs_give_one_line_and_exit_code_2(pair, tmp_path, capsys, case, 
         argv["sizes"] = "1,ten"
     elif case == "no_part":
         argv["test"] = str(write_split(tmp_path / "celeba.npz", 10, split="celeba"))
+    compare = {"compare_syntax": ["untrained"], "compare_twice": [f"a={tmp_path}", f"a={tmp_path}"],
+               "compare_missing": [f"x={tmp_path / 'nowhere'}"], "compare_dataset": [f"x={tmp_path / 'aflw'}"]}
+    if case == "compare_dataset":  # files named mafl-* that hold an AFLW pair
+        write_split(tmp_path / "aflw" / "mafl-train.npz", 10, split="aflw-train")
+        write_split(tmp_path / "aflw" / "mafl-test.npz", 10, split="aflw-test")
     status = main(["--train", argv["train"], "--test", argv["test"], "--sizes", argv["sizes"],
-                   "--repeats", "2", "--out", str(tmp_path / "out")])
+                   "--repeats", "2", "--out", str(tmp_path / "out"),
+                   *[arg for item in compare.get(case, []) for arg in ("--compare", item)]])
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -188,3 +271,4 @@ def test_help_mentions_when_to_change_options(capsys):
         eval_regressor.main(["--help"])
     text = capsys.readouterr().out
     assert "--reference-fewshot" in text and "--no-bias" in text and "--no-fewshot" in text
+    assert "--compare LABEL=DIR" in text
