@@ -335,6 +335,7 @@ class EvalConfig:
     solver: str = "closed-form"
     fewshot: bool = True
     sizes: tuple[int | str, ...] = (1, 5, 10, 100, 500, 1000, 5000, "all")
+    sizes_given: bool = False  # False: the default sizes, those larger than the train split dropped
     repeats: int = 10
     seed: int = 0
     reference_fewshot: bool = False
@@ -378,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the few-shot table (Table II; default on); --no-fewshot for only the all-images row",
     )
     p.add_argument(
-        "--sizes", default=DEFAULT_SIZES,
-        help="few-shot numbers of training images N, or 'all' (default %(default)s, Table II)",
+        "--sizes", default=None,
+        help=f"few-shot numbers of training images N, or 'all' (default {DEFAULT_SIZES}, Table II, "
+             "leaving out the sizes larger than the training split; sizes given here must fit)",
     )
     p.add_argument(
         "--repeats", type=int, default=10,
@@ -482,7 +484,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         modes=("fwd", "bwd") if args.mode == "both" else (args.mode,),
         solver=args.solver,
         fewshot=args.fewshot,
-        sizes=parse_sizes(args.sizes),
+        sizes=parse_sizes(args.sizes or DEFAULT_SIZES),
+        sizes_given=args.sizes is not None,
         repeats=args.repeats,
         seed=args.seed,
         reference_fewshot=args.reference_fewshot,
@@ -866,8 +869,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         train, test = load_detections(cfg.train_path), load_detections(cfg.test_path)
         dataset = check_pair(train, test)
-        if cfg.fewshot:
+        if cfg.fewshot and cfg.sizes_given:
             check_sizes(cfg.sizes, train)
+        elif cfg.fewshot:
+            cfg = dataclasses.replace(cfg, sizes=tuple(s for s in cfg.sizes if s == "all" or s <= train.n))
         comparisons = load_comparisons(cfg.compare, dataset, test)
         start = time.perf_counter()
         report, fits = evaluate(train, test, dataset, cfg, comparisons)

@@ -272,3 +272,17 @@ def test_help_mentions_when_to_change_options(capsys):
     text = capsys.readouterr().out
     assert "--reference-fewshot" in text and "--no-bias" in text and "--no-fewshot" in text
     assert "--compare LABEL=DIR" in text
+
+
+def test_default_sizes_leave_out_those_larger_than_the_train_split_but_given_sizes_must_fit(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(30, 100, size=(40, 5, 2)).astype(np.float32)
+    for split, rows in (("mafl-train", slice(0, 30)), ("mafl-test", slice(30, 40))):
+        save_detections(tmp_path / f"{split}.npz", detected_xy_px=gt[rows] + 1, annotated_xy_px=gt[rows],
+                        names=[f"{i}.jpg" for i in range(40)][rows], split=split, checkpoint="c", settings={})
+    assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--repeats", "2"]) == 0
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["settings"]["sizes"] == [1, 5, 10, "all"]
+    capsys.readouterr()
+    assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--sizes", "1,100"]) == 2
+    assert "few-shot sizes [100] exceed its 30 training images" in capsys.readouterr().err
