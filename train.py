@@ -113,6 +113,8 @@ class RuntimeConfig:
 class LogConfig:
     out_dir: str = "runs"
     name: str = ""  # run folder prefix (default: the config file's stem)
+    run_dir: str = ""  # exact run folder instead of <out_dir>/<name>-<date>-<time>; must not hold a run yet
+    save_init: bool = False  # also save the untrained model as init.pt (the "untrained detector" baseline)
     log_every: int = 10
     image_every: int = 1000
     checkpoint_every: int = 1000
@@ -229,6 +231,11 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def new_run_dir(cfg: TrainConfig, d: Dist) -> Path:
+    if cfg.log.run_dir:
+        run_dir = Path(cfg.log.run_dir)
+        if (run_dir / "log.jsonl").exists():
+            raise UserError(f"log.run_dir={run_dir} already holds a run; continue it with --resume {run_dir}")
+        return run_dir
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
     if d.enabled:
         dist.broadcast_object_list(stamp, src=0)
@@ -454,6 +461,8 @@ def train(args: argparse.Namespace) -> int:
                 if key != "step" and isinstance(value, (int, float)):
                     writer.add_scalar(key, value, record["step"])
 
+    if d.is_main and cfg.log.save_init and step == 0:
+        save("init.pt")
     progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                     disable=not (d.is_main and cfg.log.progress))
     window, window_start, train_seconds, val_seconds = [], time.perf_counter(), 0.0, 0.0

@@ -63,6 +63,9 @@ def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, ca
     assert ckpt["step"] == 40 and cfg.num_points == 10 and not model.training
     out = capsys.readouterr().out
     assert "run folder" in out and "objective all, 40 steps" in out
+    # an explicit run folder that already holds a run is refused, pointing at --resume
+    assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 1) + [f"log.run_dir={run_dir}"]) == 2
+    assert f"continue it with --resume {run_dir}" in capsys.readouterr().err
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_path):
