@@ -20,6 +20,7 @@ import copy
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: expected >= 1")
     device = resolve_device(args.device)
+    cv2.setNumThreads(1)  # an OpenCV thread pool does not survive fork() into the loader workers
     ckpt_file = find_checkpoint(args.checkpoint)
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     image_size = args.image_size or ckpt["config"]["data"]["image_size"]

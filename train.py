@@ -185,12 +185,6 @@ def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
     return d, device
 
 
-def single_threaded_worker(_: int) -> None:
-    """Loader workers are processes already: OpenCV's own thread pool would only oversubscribe the CPU."""
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -360,6 +354,9 @@ def train(args: argparse.Namespace) -> int:
     cfg, ckpt = resolve_config(args)
     check_config(cfg)
     d, device = setup_distributed(cfg.runtime.device)
+    # Loader workers are fork()ed: an OpenCV thread pool started here would deadlock them, and with
+    # one process per worker OpenCV's own threads only oversubscribe the CPU.
+    cv2.setNumThreads(1)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     if cfg.runtime.deterministic:
@@ -474,7 +471,7 @@ def train(args: argparse.Namespace) -> int:
                                             data_pass=data_pass, start_batch=batch_in_pass, rank=d.rank,
                                             world_size=d.world_size)
             loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                pin_memory=device.type == "cuda", worker_init_fn=single_threaded_worker)
+                                pin_memory=device.type == "cuda")
             for batch in loader:
                 t0 = time.perf_counter()
                 aux_gen = torch.Generator().manual_seed((cfg.runtime.seed * 1_000_003 + step) * 1009 + d.rank)

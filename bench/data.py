@@ -27,17 +27,10 @@ from datasets.synthetic import generate
 from utils.errors import UserError
 
 
-def single_thread_worker(_: int) -> None:
-    """DataLoader worker init: one OpenCV and one torch thread, as each worker gets one core."""
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 def samples_per_second(dataset, num_samples: int, num_workers: int, batch_size: int) -> float:
     """Two-view samples per second reading the first num_samples items through a DataLoader."""
     loader = DataLoader(Subset(dataset, range(min(num_samples, len(dataset)))),
-                        batch_size=batch_size, num_workers=num_workers,
-                        worker_init_fn=single_thread_worker if num_workers else None)
+                        batch_size=batch_size, num_workers=num_workers)
     iterator = iter(loader)
     first = next(iterator)  # start-up (worker fork, first reads) is not timed
     start, count = time.perf_counter(), 0
@@ -70,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="skip listed images that are missing (needed for partial copies)")
     args = parser.parse_args(argv)
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # one thread per process; also keeps fork()ed workers from deadlocking
     torch.set_num_threads(1)
     try:
         worker_counts = [int(w) for w in args.workers.split(",")]

@@ -147,3 +147,12 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
     assert "unknown config key 'train.lr'" in capsys.readouterr().err
     assert train.main(["--resume", str(tmp_path / "missing-run")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_loader_workers_survive_passes_and_validations(synthetic_root, tmp_path):
+    """Workers are fork()ed anew each pass after validation ran OpenCV in the main process: no deadlock."""
+    args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 30) + [
+        "data.num_workers=2", "validation.every=7"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_checkpoint(run_dir_of(tmp_path))["data_pass"] >= 2
