@@ -5,8 +5,10 @@ Terms, each summed over the (output, target) pairs the objective produces:
 - perceptual: for each of relu1_2, relu2_2, relu3_3, relu4_3 of torchvision's VGG16, MSE between the
   features of output and target (mean over B*C*H*W), weight 1 each.
 VGG sees the [0, 1] RGB image without ImageNet normalisation, as the reference does
-(`imagenet_normalize` switches it on). VGG is frozen and kept in eval mode; outputs and targets go
-through it in one batched forward, and the target features carry no gradient.
+(`imagenet_normalize` switches it on). VGG is frozen and kept in eval mode. All outputs go through
+it in one batched forward, and all targets in one more under no_grad: the reference makes four
+calls and keeps the targets' activations. (A single forward of outputs and targets together was
+slower: autograd then runs VGG's backward over the target half too; see bench/step.py.)
 """
 
 from __future__ import annotations
@@ -122,8 +124,10 @@ class ReconstructionLoss(nn.Module):
         terms = {"pixel": pixel}
         total = self.pixel_weight * pixel
         if self.perceptual is not None:
-            taps = self.perceptual(torch.cat((out, target)))  # one batched VGG forward
-            perceptual = sum(pairs * F.mse_loss(f[: len(out)].float(), f[len(out):].detach().float()) for f in taps)
+            taps = self.perceptual(out)  # every output in one batched forward
+            with torch.no_grad():  # targets: no graph, no activations kept
+                target_taps = self.perceptual(target)
+            perceptual = sum(pairs * F.mse_loss(f.float(), g.float()) for f, g in zip(taps, target_taps))
             terms["perceptual"] = perceptual
             total = total + self.perceptual_weight * perceptual
         terms["total"] = total
