@@ -46,7 +46,7 @@ from datasets.transforms import image_to_chw_float
 from extract_data import resolve_device
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
 from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
-from utils.errors import UserError
+from utils.errors import UserError, exit_code_of
 from utils.geometry import heatmap_to_image_xy
 from utils.visualize import distinct_colors, draw_points, save_png
 
@@ -263,13 +263,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code_of(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from datasets import EVAL_SPLITS, build_eval_dataset
 from eval_regressor import save_detections
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
 from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
-from utils.errors import UserError
+from utils.errors import UserError, exit_code_of
 from utils.geometry import heatmap_to_image_xy
 
 EVAL_SCALE = 128  # saved points are in crop pixels of a 128 x 128 crop, whatever the model's size
@@ -122,13 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code_of(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> list[Path]:
