@@ -28,10 +28,8 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -42,6 +40,7 @@ import numpy as np
 
 from utils import paper_results
 from utils.errors import UserError
+from utils.files import atomic_write
 from utils.metrics import (
     CROP_SIZE,
     SOLVERS,
@@ -199,24 +198,7 @@ def save_detections(
     }
     if preview is not None:
         arrays["preview_images"] = preview
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _scalar_str(where: str, arrays: dict, key: str) -> str:

@@ -9,7 +9,6 @@ and schedulers, the step, the data-order position, RNG states and the git SHA. I
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from model import LandmarkAutoencoder, ModelConfig, build_model
 from utils.config import build
 from utils.errors import UserError
+from utils.files import atomic_write
 
 FORMAT = "inter-intra-landmarks/1"
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -39,27 +39,18 @@ def git_sha(repo: Path | None = None) -> str:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+    """torch.save through `atomic_write`: never a truncated checkpoint, whenever a crash comes."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
-    A crash at any moment leaves either the old file or the new one, never a truncated file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The step_XXXXXXXX.pt files of a run folder, oldest first."""
+    return sorted(run_dir.glob("step_*.pt"), key=lambda p: int(STEP_FILE.search(p.name).group(1)))
 
 
 def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` step_XXXXXXXX.pt files (last.pt and best.pt are separate)."""
-    steps = sorted(run_dir.glob("step_*.pt"), key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+    steps = step_checkpoints(run_dir)
     for old in steps[: max(len(steps) - keep, 0)]:
         old.unlink(missing_ok=True)
 
@@ -72,7 +63,7 @@ def find_checkpoint(path: str | Path) -> Path:
     if path.is_dir():
         if (path / "last.pt").is_file():
             return path / "last.pt"
-        steps = sorted(path.glob("step_*.pt"), key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+        steps = step_checkpoints(path)
         if steps:
             return steps[-1]
         raise UserError(f"{path}: no checkpoint in this run folder (expected last.pt or step_*.pt)")
