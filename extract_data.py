@@ -32,14 +32,10 @@ from model import HEATMAP_STRIDE, LandmarkAutoencoder
 from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
 from utils.errors import UserError, exit_code_of
 from utils.geometry import heatmap_to_image_xy
+from utils.visualize import rescale_points_px
 
 EVAL_SCALE = 128  # saved points are in crop pixels of a 128 x 128 crop, whatever the model's size
 PREVIEW_IMAGES = 16
-
-
-def rescale_px(points_xy: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
-    """Crop pixels of a from_size crop -> crop pixels of a to_size crop (pixel-centre convention)."""
-    return (points_xy + 0.5) * (to_size / from_size) - 0.5
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,8 +71,8 @@ def extract_points(model: LandmarkAutoencoder, dataset: Dataset, *, batch_size: 
         size = images.shape[-1]
         points_hm, _ = model.detect(images)  # (B, K, 2) heatmap pixels
         points_px = heatmap_to_image_xy(points_hm.float(), HEATMAP_STRIDE).cpu().numpy()  # crop pixels
-        detected.append(rescale_px(points_px, size, EVAL_SCALE))
-        annotated.append(rescale_px(batch["points"].numpy(), size, EVAL_SCALE))
+        detected.append(rescale_points_px(points_px, (size, size), (EVAL_SCALE, EVAL_SCALE)))
+        annotated.append(rescale_points_px(batch["points"].numpy(), (size, size), (EVAL_SCALE, EVAL_SCALE)))
         names.extend(batch["name"])
         if sum(len(p) for p in previews) < preview:
             previews.append((batch["image"].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))

@@ -12,6 +12,7 @@ import train
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
 from utils.checkpoint import load_model
+from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,9 +27,9 @@ def run_dir(synthetic_root, tmp_path_factory) -> Path:
     return run
 
 
-def test_rescale_px_keeps_pixel_centres():
+def test_rescaling_to_the_128_px_scale_keeps_pixel_centres():
     # The centre of a 32 px crop (15.5) is the centre of a 128 px crop (63.5); pixel 0 covers 0..4 -> 1.5.
-    assert np.allclose(extract_data.rescale_px(np.array([15.5, 0.0]), 32, 128), [63.5, 1.5])
+    assert np.allclose(rescale_points_px(np.array([15.5, 0.0]), (32, 32), (128, 128)), [63.5, 1.5])
 
 
 def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir, synthetic_root, capsys):
@@ -42,14 +43,14 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     assert train_file.settings["bn_mode"] == "eval" and train_file.settings["image_size"] == 32
     # annotated points: the 32 px evaluation crop's points, rescaled to the 128 px scale
     crops = build_eval_dataset("mafl-test", synthetic_root, image_size=32)
-    expected = extract_data.rescale_px(crops[3]["points"].numpy(), 32, 128)
+    expected = rescale_points_px(crops[3]["points"].numpy(), (32, 32), (128, 128))
     assert np.allclose(test_file.annotated_xy_px[3], expected, atol=1e-4)
     assert test_file.names[3] == crops[3]["name"]
     # detections agree with running the model by hand on the same crops
     model, _, _ = load_model(run_dir / "last.pt")
     with torch.no_grad():
         points_hm, _ = model.detect(crops[3]["image"][None])
-    by_hand = extract_data.rescale_px((points_hm[0].numpy() + 0.5) * 4 - 0.5, 32, 128)
+    by_hand = rescale_points_px((points_hm[0].numpy() + 0.5) * 4 - 0.5, (32, 32), (128, 128))
     assert np.allclose(test_file.detected_xy_px[3], by_hand, atol=1e-4)
     assert test_file.detected_xy_px.min() > -1 and test_file.detected_xy_px.max() < 128
     assert test_file.preview_images.shape == (12, 32, 32, 3)
