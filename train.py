@@ -279,14 +279,16 @@ def save_training_grid(path: Path, batch: dict, rec, aux_index: torch.Tensor, nu
     colors = distinct_colors(num_points)
     n = min(columns, batch["x"].shape[0])
     size = batch["x"].shape[-1]
-    points_x = heatmap_to_image_xy(rec.points_x[:n].detach().float().cpu(), HEATMAP_STRIDE).numpy()
-    points_xp = heatmap_to_image_xy(rec.points_x_prime[:n].detach().float().cpu(), HEATMAP_STRIDE).numpy()
-    aux = aux_index[:n].cpu()
-    rows = [[draw_points(im, p, colors) for im, p in zip(to_uint8_images(batch["x"][:n]), points_x)],
-            [draw_points(im, p, colors) for im, p in zip(to_uint8_images(batch["x_prime"][:n]), points_xp)],
-            [draw_points(im, p, colors) for im, p in zip(to_uint8_images(batch["x"][aux]),
-                                                        heatmap_to_image_xy(rec.points_x.detach().float().cpu()[aux],
-                                                                            HEATMAP_STRIDE).numpy())]]
+    def image_px(points: torch.Tensor) -> np.ndarray:  # (B, K, 2) heatmap px -> image px
+        return heatmap_to_image_xy(points.detach().float().cpu(), HEATMAP_STRIDE).numpy()
+
+    def with_points(images: torch.Tensor, points: np.ndarray) -> list[np.ndarray]:
+        return [draw_points(im, p, colors) for im, p in zip(to_uint8_images(images), points)]
+
+    points_x, aux = image_px(rec.points_x), aux_index[:n].cpu()
+    rows = [with_points(batch["x"][:n], points_x[:n]),
+            with_points(batch["x_prime"][:n], image_px(rec.points_x_prime[:n])),
+            with_points(batch["x"][aux], points_x[aux])]
     rows += [to_uint8_images(images[:n]) for images in rec.intermediates.values()]
     rows += [to_uint8_images(images[:n]) for images in rec.outputs]
     scale = max(1, 128 // size)
