@@ -10,6 +10,8 @@ checkpoints (step_XXXXXXXX.pt, last.pt, best.pt by validation NME). Checkpoints 
 self-contained files written atomically; `--resume` restores weights, optimisers, schedulers,
 step, data order and RNG, so a resumed run ends with the same weights as an uninterrupted one.
 A non-finite loss stops the run naming the step; Ctrl-C saves a checkpoint first.
+`train.max_minutes=55` gives one invocation a wall-time budget: when it is spent the run validates,
+saves and stops, and `--resume` continues it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from time import monotonic
 from typing import Any, Literal
 
 import cv2
@@ -95,6 +98,7 @@ class OptimConfig:
     iters_per_epoch: int = 2500
     epochs: int = 34  # the reference README evaluates epoch 33, i.e. after 34 epochs
     max_steps: int = 0  # stop after this many iterations (0: epochs * iters_per_epoch)
+    max_minutes: float = 0.0  # wall-time budget of this invocation: validate, save and stop (0: none)
 
 
 @dataclass(frozen=True)
@@ -465,6 +469,7 @@ def train(args: argparse.Namespace) -> int:
     progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                     disable=not (d.is_main and cfg.log.progress))
     window, window_start, train_seconds, val_seconds = [], time.perf_counter(), 0.0, 0.0
+    deadline = monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
     model.train()
     try:
         while step < total_steps:
@@ -491,6 +496,9 @@ def train(args: argparse.Namespace) -> int:
                 train_seconds += time.perf_counter() - t0
                 window.append(values)
                 progress.update(1)
+                if step % cfg.log.log_every == 0 and out_of_time(deadline, device, d):
+                    total_steps = step  # the last step: validate and checkpoint below, then stop
+                    progress.write(f"train.max_minutes={cfg.train.max_minutes:g} reached at step {step}; stopping")
                 if step % cfg.log.log_every == 0 or step == total_steps:
                     elapsed = time.perf_counter() - window_start
                     record = {"step": step, "epoch": step / cfg.train.iters_per_epoch,
@@ -545,6 +553,16 @@ def train(args: argparse.Namespace) -> int:
         print(f"done: {step} steps; checkpoints in {run_dir}" +
               (f"; best validation NME {best_nme:.2f}%" if math.isfinite(best_nme) else ""))
     return 0
+
+
+def out_of_time(deadline: float, device: torch.device, d: Dist) -> bool:
+    """Whether the wall-time budget is spent; under DDP, rank 0's clock decides for all ranks."""
+    if deadline == math.inf:
+        return False
+    flag = torch.tensor([float(monotonic() > deadline)], device=device)
+    if d.enabled:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def check_ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:

@@ -128,6 +128,18 @@ def test_ctrl_c_saves_a_checkpoint(synthetic_root, tmp_path):
     assert ckpt["step"] >= 1
 
 
+def test_max_minutes_validates_saves_and_stops_early(synthetic_root, tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 7))  # each reading of the clock is 7 s after the previous one
+    monkeypatch.setattr(train, "monotonic", lambda: float(next(clock)))
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 1000) + [
+        "train.max_minutes=0.5", "log.log_every=2", "validation.every=1000", "log.checkpoint_every=1000"])
+    assert rc == 0
+    run_dir = run_dir_of(tmp_path)
+    # the deadline is read at 0 s (30 s budget); checks at steps 2, 4, 6, ... read 7, 14, 21, 28, 35 s
+    assert read_checkpoint(run_dir)["step"] == 10
+    assert [r["step"] for r in records(run_dir) if "val_nme" in r] == [10]
+
+
 def test_two_process_ddp_keeps_ranks_identical(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 4) + ["validation.enabled=false"]
