@@ -102,8 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bn-mode", choices=("eval", "train"), default="eval",
                    help="BatchNorm statistics: eval = running statistics (default, batch-independent); "
                         "train = batch statistics as the reference does (changes the numbers)")
-    p.add_argument("--tight", type=int, default=70,
-                   help="crop margin around the annotated points, percent of their extent (protocol: 70)")
+    p.add_argument("--tight", type=int, default=None,
+                   help="crop margin around the annotated points, percent of their extent (default: the "
+                        "checkpoint's data.tight, i.e. the margin it was trained with; 70 in the paper's protocol)")
     p.add_argument("--image-size", type=int, default=None,
                    help="crop size fed to the detector (default: the size the model was trained at)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
@@ -133,18 +134,20 @@ def run(args: argparse.Namespace) -> list[Path]:
     ckpt_file = find_checkpoint(args.checkpoint)
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     image_size = args.image_size or ckpt["config"]["data"]["image_size"]
+    tight = args.tight if args.tight is not None else ckpt["config"]["data"]["tight"]
     identity = checkpoint_identity(ckpt_file)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}")
+    print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}, "
+          f"{image_size} px crops with margin {tight}")
     written = []
     for split in splits:
-        dataset = build_eval_dataset(split, args.data_root, image_size=image_size, tight=args.tight,
+        dataset = build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
                                      skip_bad_images=args.skip_bad_images,
                                      exclude_reference_three=not args.include_reference_three, limit=args.limit)
         result = extract_points(model, dataset, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                 bn_mode=args.bn_mode, progress=not args.quiet, preview=PREVIEW_IMAGES)
-        settings = {"data_root": str(args.data_root), "tight": args.tight, "image_size": image_size,
+        settings = {"data_root": str(args.data_root), "tight": tight, "image_size": image_size,
                     "bn_mode": args.bn_mode, "batch_size": args.batch_size, "num_points": model_cfg.num_points,
                     "exclude_reference_three": not args.include_reference_three, "limit": args.limit,
                     "step": int(ckpt["step"])}

@@ -15,13 +15,14 @@ from utils.checkpoint import load_model
 from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN_TIGHT = 40  # the fixture run's crop margin; extraction uses it unless --tight says otherwise
 
 
 @pytest.fixture(scope="module")
 def run_dir(synthetic_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     argv = ["--config", str(REPO / "configs" / "synthetic.yaml"), *tiny_train_overrides(synthetic_root, out, 6),
-            "model.num_points=7", "validation.enabled=false", "log.save_init=true"]
+            "model.num_points=7", "validation.enabled=false", "log.save_init=true", f"data.tight={TRAIN_TIGHT}"]
     assert train.main(argv) == 0
     (run,) = out.iterdir()
     return run
@@ -41,8 +42,9 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     assert (train_file.n, test_file.n) == (108, 12) and train_file.k == 7
     assert train_file.split == "mafl-train" and "sha256:" in train_file.checkpoint
     assert train_file.settings["bn_mode"] == "eval" and train_file.settings["image_size"] == 32
+    assert train_file.settings["tight"] == TRAIN_TIGHT
     # annotated points: the 32 px evaluation crop's points, rescaled to the 128 px scale
-    crops = build_eval_dataset("mafl-test", synthetic_root, image_size=32)
+    crops = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=TRAIN_TIGHT)
     expected = rescale_points_px(crops[3]["points"].numpy(), (32, 32), (128, 128))
     assert np.allclose(test_file.annotated_xy_px[3], expected, atol=1e-4)
     assert test_file.names[3] == crops[3]["name"]
@@ -55,6 +57,19 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     assert test_file.detected_xy_px.min() > -1 and test_file.detected_xy_px.max() < 128
     assert test_file.preview_images.shape == (12, 32, 32, 3)
     assert "mafl-test: 12 faces" in capsys.readouterr().out
+
+
+def test_tight_overrides_the_training_crop_margin(run_dir, synthetic_root):
+    out = run_dir / "det70"
+    assert extract_data.main(["--checkpoint", str(run_dir), "--data-root", str(synthetic_root), "--splits", "mafl-test",
+                              "--out", str(out), "--workers", "0", "--quiet", "--tight", "70", "--limit", "4"]) == 0
+    test_file = eval_regressor.load_detections(out / "mafl-test.npz")
+    assert test_file.settings["tight"] == 70
+    crops70 = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=70)
+    crops40 = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=TRAIN_TIGHT)
+    expected = rescale_points_px(crops70[2]["points"].numpy(), (32, 32), (128, 128))
+    assert np.allclose(test_file.annotated_xy_px[2], expected, atol=1e-4)
+    assert not np.allclose(crops40[2]["points"].numpy(), crops70[2]["points"].numpy(), atol=0.5)
 
 
 def test_batchnorm_train_mode_depends_on_the_batch_and_leaves_the_model_unchanged(run_dir, synthetic_root):
