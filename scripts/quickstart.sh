@@ -11,9 +11,7 @@ PY=.venv/bin/python
 DATA=${DATA:-data/synthetic}
 RUN=${RUN:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}
 NUM_IMAGES=${NUM_IMAGES:-6000}
-if [ ! -f "$DATA/Anno/list_landmarks_align_celeba.txt" ]; then
-    "$PY" -m datasets.synthetic --out "$DATA" --num-images "$NUM_IMAGES" --seed 0
-fi
+"$PY" -m datasets.synthetic --out "$DATA" --num-images "$NUM_IMAGES" --seed 0 --reuse
 "$PY" train.py --config configs/synthetic.yaml data.root="$DATA" log.run_dir="$RUN" log.save_init=true "$@"
 for model in last init; do
     "$PY" extract_data.py --checkpoint "$RUN/$model.pt" --data-root "$DATA" --splits mafl-train,mafl-test \

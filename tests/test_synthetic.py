@@ -1,12 +1,14 @@
 """Synthetic faces: deterministic, CelebA-layout, and landmarks exactly where they are drawn."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 from datasets import load_records
 from datasets.celeba import read_celeba_landmarks
-from datasets.synthetic import MARKER_COLOURS, generate, main, render_face
+from datasets.synthetic import MARKER_COLOURS, generate, main, render_face, sample_geometry
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(synthetic_root, tmp_path):
     again = generate(tmp_path / "again", 40, seed=7)
     other = generate(tmp_path / "other", 40, seed=8)
     files = sorted(p.relative_to(synthetic_root) for p in synthetic_root.rglob("*") if p.is_file())
-    assert len(files) == 43
+    assert len(files) == 44  # 40 images, the landmark file, two MAFL lists, synthetic.json
     for relative in files:
         assert (again / relative).read_bytes() == (synthetic_root / relative).read_bytes()
     image = "Img/img_align_celeba/000001.jpg"
@@ -82,6 +84,25 @@ def test_faces_vary_around_celeba_placement(synthetic_root):
     nose_sideways = points[:, 2, 0] - points[:, :2, 0].mean(axis=1)  # moves with yaw
     for feature in (eye_spacing, mouth_width, nose_length, nose_sideways):
         assert feature.std() > 1.0
+
+
+def test_heads_roll_in_the_wild():
+    rolls = np.array([sample_geometry(np.random.default_rng([0, i])).roll_deg for i in range(2000)])
+    assert 10.5 < rolls.std() < 13.0 and np.abs(rolls).max() <= 30.0
+    assert (np.abs(rolls) > 20).mean() > 0.05  # a tail well beyond CelebA's alignment
+
+
+def test_reuse_skips_a_finished_set_of_the_same_recipe_only(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["--out", str(out), "--num-images", "3", "--quiet", "--reuse"]) == 0
+    assert json.loads((out / "synthetic.json").read_text())["num_images"] == 3
+    (out / "Img" / "img_align_celeba" / "000001.jpg").unlink()
+    assert main(["--out", str(out), "--num-images", "3", "--quiet", "--reuse"]) == 0
+    assert "reusing 3 faces" in capsys.readouterr().out
+    assert not (out / "Img" / "img_align_celeba" / "000001.jpg").exists()  # untouched
+    assert main(["--out", str(out), "--num-images", "4", "--quiet", "--reuse"]) == 0  # other size: rewritten
+    assert (out / "Img" / "img_align_celeba" / "000001.jpg").exists()
+    assert len(load_records("celeba", out)) == 3  # 4 faces, the last one is MAFL test
 
 
 def test_command_line(tmp_path, capsys):
