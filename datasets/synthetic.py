@@ -4,13 +4,14 @@
 
 writes, under --out::
 
-    Img/img_align_celeba/000001.jpg ...   178x218 aligned-looking faces
+    Img/img_align_celeba/000001.jpg ...   178x218 faces centred as in CelebA, heads rolled in the wild
     Anno/list_landmarks_align_celeba.txt  count line, CelebA header, `name x1 y1 ... x5 y5` (ints)
     MAFL/training.txt, MAFL/testing.txt   first 90 % / last 10 % of the names, no final newline
 
-plus `synthetic.json` (generator version, number of images, seed), so that `--reuse` can tell a
-finished set of the same recipe from an old or partial one; every CelebA/MAFL reader in this package reads it unchanged (train kind "synthetic" or
-"celeba"; eval splits "mafl-train", "mafl-test").
+plus `synthetic.json` (generator version, number of images, seed), written last, so that `--reuse`
+can tell a finished set of the same recipe from an old or partial one. Every CelebA/MAFL reader in
+this package reads the set unchanged (train kind "synthetic" or "celeba"; eval splits "mafl-train",
+"mafl-test").
 
 Faces vary in identity (face shape, eye spacing, nose length, mouth width), expression (smile,
 open mouth), pose (roll, scale, shift, a yaw that moves the features sideways against the face
