@@ -224,6 +224,9 @@ def check_config(cfg: TrainConfig) -> None:
                        ("log.image_every", cfg.log.image_every), ("validation.every", cfg.validation.every)):
         if value < 1:
             raise UserError(f"config key '{key}': expected a positive integer, got {value}")
+    for key, value in (("train.max_steps", cfg.train.max_steps), ("train.max_minutes", cfg.train.max_minutes)):
+        if value < 0:
+            raise UserError(f"config key '{key}': expected 0 (no limit) or a positive number, got {value}")
     if cfg.train.batch_size < 2 and cfg.train.objective in ("all", "inter"):
         raise UserError("train.batch_size must be >= 2: the auxiliary subject is another image of the batch")
 
