@@ -40,6 +40,15 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
         time.sleep(0.1)
 
 
+def last_is_at_least(out_dir: Path, step: int, steps: int) -> bool:
+    """Whether a run under out_dir has last.pt linked to its step file `step` or a later one."""
+    for last in Path(out_dir).glob("*/last.pt"):
+        later = [last.with_name(f"step_{s:08d}.pt") for s in range(step, steps + 1)]
+        if any(f.exists() and os.path.samefile(f, last) for f in later):
+            return True
+    return False
+
+
 def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
@@ -79,7 +88,8 @@ def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_pat
     args = CONFIG + [a.replace(str(tmp_path / "straight"), str(killed_out)) for a in common]
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: killed_out.exists() and any(killed_out.glob("*/step_00000006.pt")), proc)
+    # last.pt becomes a second name of a step file just after that file is written: wait for the name
+    wait_for(lambda: last_is_at_least(killed_out, 6, steps), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_dir = run_dir_of(killed_out)
