@@ -103,7 +103,8 @@ def build_train_dataset(kind: str, root: str | os.PathLike, *, image_size: int =
     """Two-view training pairs of data set `kind` (`TRAIN_DATASETS` or "synthetic"), spec 3.1.
 
     Item: {"x", "x_prime": (3, S, S) float32 RGB in [0, 1]; "points_x", "points_x_prime": (5, 2)
-    float32 crop pixels, NaN if unannotated; "index": int; "name": str}. Returns a
+    float32 crop pixels, NaN if unannotated; "x_to_x_prime": (2, 3) float32 affine map from x's
+    crop pixels to x''s; "index": int; "name": str}. Returns a
     `pairs.TwoViewDataset`: call its `set_epoch(epoch)` each epoch; item randomness comes from
     `np.random.default_rng([seed, epoch, index])`.
     angle: std of x' rotation in degrees (x uses twice it); 0 disables rotation.

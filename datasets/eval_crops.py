@@ -21,7 +21,7 @@ from datasets.transforms import image_to_chw_float, rotate_and_crop
 def eval_crop(image: np.ndarray, points_xy: np.ndarray | None, tight: int, size: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 3) uint8 image -> ((3, size, size) float32 in [0, 1], (5, 2) crop points or NaN)."""
-    crop, crop_points = rotate_and_crop(image, points_xy, 0.0, tight, size)
+    crop, crop_points, _ = rotate_and_crop(image, points_xy, 0.0, tight, size)
     if crop_points is None:
         crop_points = np.full((NUM_POINTS, 2), np.nan, dtype=np.float32)
     return image_to_chw_float(crop), crop_points

@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.records import NUM_POINTS, FaceRecord, SkippedDataWarning, read_image_rgb
-from datasets.transforms import hflip_image, hflip_points, image_to_chw_float, rotate_and_crop
+from datasets.transforms import (compose_affine, hflip_image, hflip_points, image_to_chw_float, invert_affine,
+                                 rotate_and_crop)
 from utils.errors import UserError
 
 MAX_ANGLE_DEG = 40.0
@@ -47,20 +48,25 @@ def make_pair(image: np.ndarray, points_xy: np.ndarray | None, rng: np.random.Ge
     """Both views of one (H, W, 3) uint8 image with (5, 2) (x, y) pixel points or None.
 
     Returns numpy arrays {"x", "x_prime": (size, size, 3) uint8; "points_x", "points_x_prime":
-    (5, 2) float32 crop pixels, NaN if unannotated; "flipped": bool}.
+    (5, 2) float32 crop pixels, NaN if unannotated; "x_to_x_prime": (2, 3) float32 affine map from
+    x's crop pixels to x''s, built from the views' rotations and crop boxes alone (it sends
+    "points_x" onto "points_x_prime"; the flip precedes both views, so it is not part of it);
+    "flipped": bool}.
     """
     flipped = bool(flip and rng.random() < 0.5)
     if flipped:
         if points_xy is not None:
             points_xy = hflip_points(points_xy, image.shape[1])
         image = hflip_image(image)
-    views = {}
+    views, source_to_crop = {}, {}
     for key, angle_std in (("x_prime", angle), ("x", 2.0 * angle)):
         view_angle, view_tight = sample_view_params(rng, angle_std, tight, tight_jitter)
-        view, view_points = rotate_and_crop(image, points_xy, view_angle, view_tight, size)
+        view, view_points, source_to_crop[key] = rotate_and_crop(image, points_xy, view_angle, view_tight, size)
         if view_points is None:
             view_points = np.full((NUM_POINTS, 2), np.nan, dtype=np.float32)
         views[key], views["points_" + key] = view, view_points
+    views["x_to_x_prime"] = compose_affine(source_to_crop["x_prime"],
+                                           invert_affine(source_to_crop["x"])).astype(np.float32)
     views["flipped"] = flipped
     return views
 
@@ -69,7 +75,8 @@ class TwoViewDataset(Dataset):
     """Pairs (x, x') of random views of `records`; see the module docstring for the recipe.
 
     Item: {"x", "x_prime": (3, S, S) float32 RGB in [0, 1]; "points_x", "points_x_prime": (5, 2)
-    float32 (x, y) crop pixels, NaN if unannotated; "index": int; "name": str}.
+    float32 (x, y) crop pixels, NaN if unannotated; "x_to_x_prime": (2, 3) float32 affine map from
+    x's crop pixels to x''s (see `make_pair`); "index": int; "name": str}.
 
     Call `set_epoch(epoch)` before each epoch (in the main process, before iterating; DataLoader
     workers pick it up when they are started for the epoch, i.e. with persistent_workers=False).
@@ -132,4 +139,5 @@ class TwoViewDataset(Dataset):
                 "x_prime": torch.from_numpy(image_to_chw_float(pair["x_prime"])),
                 "points_x": torch.from_numpy(pair["points_x"]),
                 "points_x_prime": torch.from_numpy(pair["points_x_prime"]),
+                "x_to_x_prime": torch.from_numpy(pair["x_to_x_prime"]),
                 "index": used, "name": record.name}

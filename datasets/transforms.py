@@ -14,6 +14,7 @@ Conventions used by every function here:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -177,13 +178,42 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, box: tuple[int, int, int, i
     return warp_image(image, shifted, (x1 - x0, y1 - y0))
 
 
+class View(NamedTuple):
+    """One training view: the crop, its annotated points and the map from source to crop pixels."""
+
+    image: np.ndarray  # (size, size, C) uint8
+    points_xy: np.ndarray | None  # (5, 2) crop pixels, None for unannotated images
+    source_to_crop: np.ndarray  # (2, 3) float64 affine map: source-image (x, y) -> crop (x, y)
+
+
+def crop_matrix(box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The (2, 3) affine form of `points_to_crop`: box pixels -> (size, size) crop pixels."""
+    x0, y0, x1, y1 = box
+    sx, sy = size / (x1 - x0), size / (y1 - y0)
+    return np.array([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]])
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """(2, 3) matrix of `outer` after `inner`: p -> outer(inner(p))."""
+    linear = outer[:, :2] @ inner[:, :2]  # (2, 2)
+    offset = outer[:, :2] @ inner[:, 2] + outer[:, 2]  # (2,)
+    return np.hstack([linear, offset[:, None]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """(2, 3) inverse of an invertible (2, 3) affine map."""
+    linear_inv = np.linalg.inv(matrix[:, :2])
+    return np.hstack([linear_inv, -linear_inv @ matrix[:, 2:]])
+
+
 def rotate_and_crop(image: np.ndarray, points_xy: np.ndarray | None, angle_deg: float,
-                    tight: int, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+                    tight: int, size: int) -> View:
     """One view: rotate about the centre (enlarged canvas), crop around the points, resize.
 
     image: (H, W, C) uint8. points_xy: (5, 2) (x, y) pixels, or None for unannotated images,
     which use `fixed_crop_box` of the unrotated image, moved to where its centre rotates to.
-    Returns the (size, size, C) view and the points in its pixels (None if none were given).
+    Returns the (size, size, C) view, the points in its pixels (None if none were given) and the
+    affine map from source pixels to view pixels (which sends `points_xy` to the view's points).
     Only the crop box of the rotated canvas is warped (`warp_crop`); angle_deg = 0 slices the
     image directly.
     """
@@ -198,10 +228,11 @@ def rotate_and_crop(image: np.ndarray, points_xy: np.ndarray | None, angle_deg: 
         points_xy = transform_points(points_xy, matrix)
         box = landmark_crop_box(points_xy, tight, canvas_wh)
         crop_points = points_to_crop(points_xy, box, size)
+    source_to_crop = compose_affine(crop_matrix(box, size), matrix)
     if angle_deg == 0:
-        return crop_resize(image, box, size), crop_points
-    return crop_resize(warp_crop(image, matrix, box), (0, 0, box[2] - box[0], box[3] - box[1]),
-                       size), crop_points
+        return View(crop_resize(image, box, size), crop_points, source_to_crop)
+    return View(crop_resize(warp_crop(image, matrix, box), (0, 0, box[2] - box[0], box[3] - box[1]), size),
+                crop_points, source_to_crop)
 
 
 def image_to_chw_float(image: np.ndarray) -> np.ndarray:

@@ -146,3 +146,58 @@ def test_unannotated_records_give_nan_points(tmp_path):
     item = make_dataset(records)[0]
     assert torch.isnan(item["points_x"]).all() and torch.isnan(item["points_x_prime"]).all()
     assert item["x"].shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_view_map_sends_the_annotated_points_of_x_onto_those_of_x_prime(flip):
+    """The map comes from the rotations and crop boxes only; the points are its exact images."""
+    for seed in range(10):
+        image, points = dotted_face(seed)
+        pair = make_pair(image, points, np.random.default_rng(seed), angle=15.0, tight=70,
+                         tight_jitter=4.0, flip=flip, size=32)
+        matrix = pair["x_to_x_prime"].astype(np.float64)  # (2, 3)
+        mapped = pair["points_x"] @ matrix[:, :2].T + matrix[:, 2]  # (5, 2)
+        np.testing.assert_allclose(mapped, pair["points_x_prime"], atol=1e-3)
+
+
+def test_view_map_of_two_unrotated_identical_views_is_the_identity():
+    image, points = dotted_face(2)
+    pair = make_pair(image, points, np.random.default_rng(0), angle=0.0, tight=70,
+                     tight_jitter=0.0, flip=False, size=64)
+    np.testing.assert_allclose(pair["x_to_x_prime"], [[1, 0, 0], [0, 1, 0]], atol=1e-6)
+
+
+def test_view_map_moves_pixels_as_it_moves_points_in_unannotated_images():
+    """Fixed crop box, NaN points: a bright dot drawn in the source lands where the map sends it."""
+    image, _ = dotted_face(3)
+    image[:] = 0
+    source_dot = (90, 100)
+    cv2.circle(image, source_dot, 4, (255, 255, 255), -1)
+    for seed in range(5):
+        pair = make_pair(image, None, np.random.default_rng(seed), angle=15.0, tight=70,
+                         tight_jitter=0.0, flip=False, size=128)
+        assert np.isnan(pair["points_x"]).all()
+        centres = {}
+        for key in ("x", "x_prime"):
+            weights = pair[key][..., 0].astype(np.float64)  # (S, S)
+            ys, xs = np.mgrid[:weights.shape[0], :weights.shape[1]]
+            centres[key] = np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+        matrix = pair["x_to_x_prime"].astype(np.float64)
+        mapped = matrix[:, :2] @ centres["x"] + matrix[:, 2]
+        np.testing.assert_allclose(mapped, centres["x_prime"], atol=0.3)
+
+
+def test_dataset_items_carry_the_view_map(tmp_path):
+    records = []
+    for i in range(3):
+        image, points = dotted_face(i)
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        records.append(FaceRecord(path=path, name=path.name, points_xy=points))
+    dataset = TwoViewDataset(records, image_size=32, angle=15.0, tight=70, tight_jitter=4.0, flip=True,
+                             skip_bad_images=False, seed=0)
+    item = dataset[1]
+    matrix = item["x_to_x_prime"].double()
+    mapped = item["points_x"].double() @ matrix[:, :2].T + matrix[:, 2]
+    assert item["x_to_x_prime"].dtype == torch.float32
+    torch.testing.assert_close(mapped, item["points_x_prime"].double(), atol=1e-3, rtol=0)

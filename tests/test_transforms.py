@@ -142,7 +142,7 @@ def test_unannotated_view_keeps_the_fixed_box_around_the_rotated_centre(angle):
     """A 300x200 image with a disc at its centre: the fixed crop stays centred on the disc."""
     image = np.zeros((200, 300, 3), np.uint8)
     cv2.circle(image, (150, 100), 10, (255, 255, 255), -1)
-    view, points = rotate_and_crop(image, None, angle, 70, 64)
+    view, points, _ = rotate_and_crop(image, None, angle, 70, 64)
     assert points is None and view.shape == (64, 64, 3)
     ys, xs = np.nonzero(view[:, :, 0] > 128)
     np.testing.assert_allclose([xs.mean(), ys.mean()], [31.5, 31.5], atol=0.6)
