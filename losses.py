@@ -139,3 +139,49 @@ def build_reconstruction_loss(*, perceptual: bool, weights: str = "imagenet", im
     """The loss of the config: pixel only when `perceptual` is False, else pixel + VGG16 (`weights` as above)."""
     features = PerceptualFeatures(load_vgg16_features(weights), imagenet_normalize) if perceptual else None
     return ReconstructionLoss(features, pixel_weight, perceptual_weight)
+
+
+# --------------------------------------------------------------------------------------------
+# Landmark terms for training from scratch (README, "Training from scratch"). Points are (x, y)
+# in fractions of the image side, so bandwidths keep their meaning at any heatmap size.
+
+
+def separation_loss(points_xy_frac: Tensor, bandwidth: float) -> Tensor:
+    """Mean over faces and ordered pairs i != j of exp(-|p_i - p_j|^2 / (2 bandwidth^2)).
+
+    Pushes the K points of each face apart (Zhang et al., CVPR 2018); 1 when all points coincide,
+    towards 0 as they spread beyond the bandwidth.
+    Example (by hand): two points 0.125 apart with bandwidth 0.125 give exp(-1/2) = 0.6065.
+
+    Args:
+        points_xy_frac: (B, K, 2) points in fractions of the image side, K >= 2.
+        bandwidth: Gaussian width in fractions of the image side (> 0).
+    """
+    b, k, _ = points_xy_frac.shape
+    squared = torch.cdist(points_xy_frac.float(), points_xy_frac.float()).square()  # (B, K, K)
+    kernel = torch.exp(-squared / (2.0 * bandwidth**2))  # (B, K, K), 1 on the diagonal
+    return (kernel.sum(dim=(1, 2)) - k).mean() / (k * (k - 1))
+
+
+def apply_affine(points_xy: Tensor, matrix: Tensor) -> Tensor:
+    """(B, K, 2) points through per-sample (B, 2, 3) affine maps -> (B, K, 2)."""
+    return points_xy @ matrix[:, :, :2].transpose(1, 2) + matrix[:, None, :, 2]
+
+
+def equivariance_loss(points_x_px: Tensor, points_x_prime_px: Tensor, x_to_x_prime: Tensor,
+                      image_size: int) -> Tensor:
+    """Mean squared distance, in fractions of the image side, between x's points mapped into x'
+    and the points detected on x'.
+
+    Rewards points that follow the image content: the map between the two views is known from the
+    augmentation (rotations and crop boxes), never from annotations.
+    Example (by hand): on a 32-px image, a point off by (3, 4) px after mapping costs
+    (5 / 32)^2 = 0.0244.
+
+    Args:
+        points_x_px, points_x_prime_px: (B, K, 2) detected points in crop pixels of x and x'.
+        x_to_x_prime: (B, 2, 3) affine maps from x's crop pixels to x''s.
+        image_size: crop side S in pixels.
+    """
+    mapped = apply_affine(points_x_px.float(), x_to_x_prime.float())  # (B, K, 2)
+    return ((mapped - points_x_prime_px.float()) / image_size).square().sum(dim=-1).mean()

@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -89,3 +90,43 @@ def test_a_file_that_is_not_vgg_is_reported(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot read VGG16 weights"):
         load_vgg16_features(str(path))
+
+
+# ------------------------------------------------------------------------------ landmark terms
+
+def test_separation_loss_by_hand():
+    from losses import separation_loss
+    two = torch.tensor([[[0.0, 0.0], [0.125, 0.0]]])  # one bandwidth apart
+    assert separation_loss(two, 0.125).item() == pytest.approx(math.exp(-0.5), rel=1e-6)
+    assert separation_loss(torch.zeros(3, 10, 2), 0.1).item() == pytest.approx(1.0)
+    # Three points: gaps 0.1, 0.2, 0.1 at bandwidth 0.1: mean of exp(-0.5), exp(-2), exp(-0.5).
+    three = torch.tensor([[[0.0, 0.0], [0.1, 0.0], [0.2, 0.0]]])
+    expected = (2 * math.exp(-0.5) + math.exp(-2.0)) / 3
+    assert separation_loss(three, 0.1).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("k", [10, 30, 50])
+def test_separation_loss_prefers_spread_points_at_many_landmarks(k):
+    from losses import separation_loss
+    spread_out = torch.rand(4, k, 2, generator=torch.Generator().manual_seed(k))
+    blob = 0.5 + 0.01 * spread_out
+    points = blob.clone().requires_grad_(True)
+    loss = separation_loss(points, 0.08)
+    loss.backward()
+    assert separation_loss(spread_out, 0.08) < 0.5 < loss.item()
+    moved = points.detach() - 1e-3 * points.grad  # a gradient step spreads the blob
+    assert rms(moved) > rms(blob)
+
+
+def rms(points):
+    return (points - points.mean(dim=1, keepdim=True)).square().sum(-1).mean().sqrt().item()
+
+
+def test_equivariance_loss_by_hand():
+    from losses import equivariance_loss
+    shift = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]]])  # x' = x + (2, -1)
+    points_x = torch.tensor([[[5.0, 5.0], [10.0, 3.0]]])
+    exact = points_x + torch.tensor([2.0, -1.0])
+    assert equivariance_loss(points_x, exact, shift, 32).item() == pytest.approx(0.0)
+    off = exact + torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # first point off by 5 px
+    assert equivariance_loss(points_x, off, shift, 32).item() == pytest.approx((5 / 32) ** 2 / 2)
