@@ -290,3 +290,124 @@ def fewshot_indices(
     if reference:
         return [np.sort(rng.permutation(n_train)[: n + 1])]
     return [np.sort(rng.choice(n_train, size=n, replace=False)) for _ in range(repeats)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Collapse measures: do the detected points spread over the face and ride on its parts?
+# detected_xy: (N, K, 2), annotated_xy: (N, P, 2), (x, y) in the same crop pixels.
+# ---------------------------------------------------------------------------------------------
+
+DISTINCT_THRESHOLD_IOD = 0.05  # landmarks whose mean positions are closer than this are not distinct
+COLLAPSED_SPREAD = 0.2  # below this spread, or with fewer than K/2 distinct landmarks, a run looks collapsed
+
+
+def rms_radius(points_xy: np.ndarray) -> np.ndarray:
+    """RMS distance of each set's points from their centroid: (N, K, 2) -> (N,)."""
+    points_xy = np.asarray(points_xy, dtype=np.float64)
+    centred = points_xy - points_xy.mean(axis=1, keepdims=True)  # (N, K, 2)
+    return np.sqrt((centred**2).sum(axis=-1).mean(axis=1))
+
+
+def spread(detected_xy: np.ndarray, annotated_xy: np.ndarray) -> float:
+    """Median over faces of rms_radius(detected) / rms_radius(annotated).
+
+    0 when every face's points coincide; about 1 when they cover the face as the annotations do.
+    """
+    return float(np.median(rms_radius(detected_xy) / rms_radius(annotated_xy)))
+
+
+def closest_pair(detected_xy: np.ndarray, annotated_xy: np.ndarray) -> float:
+    """Median over faces of the smallest distance between two detected points, over the IOD."""
+    detected_xy = np.asarray(detected_xy, dtype=np.float64)
+    gaps = np.linalg.norm(detected_xy[:, :, None] - detected_xy[:, None, :], axis=-1)  # (N, K, K)
+    k = detected_xy.shape[1]
+    gaps[:, np.arange(k), np.arange(k)] = np.inf
+    return float(np.median(gaps.min(axis=(1, 2)) / interocular_distance(annotated_xy)))
+
+
+def distinct_landmarks(detected_xy: np.ndarray, annotated_xy: np.ndarray,
+                       threshold: float = DISTINCT_THRESHOLD_IOD) -> int:
+    """How many landmarks' mean positions lie more than `threshold` IODs from every other's.
+
+    Mean positions are over faces, in crop pixels, divided by the mean inter-ocular distance.
+    """
+    mean_xy = np.asarray(detected_xy, dtype=np.float64).mean(axis=0)  # (K, 2)
+    mean_xy = mean_xy / interocular_distance(annotated_xy).mean()
+    gaps = np.linalg.norm(mean_xy[:, None] - mean_xy[None, :], axis=-1)  # (K, K)
+    np.fill_diagonal(gaps, np.inf)
+    return int((gaps.min(axis=1) > threshold).sum())
+
+
+def similarity_transforms(source_xy: np.ndarray, target_xy: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, scale, shift; no reflection) from each source set to one target.
+
+    With points as complex numbers z (source) and w (target), centred: a = sum(conj(z) w) / sum(|z|^2),
+    and the map is p -> a (p - mean z) + mean w.
+
+    Args:
+        source_xy: (N, P, 2) point sets; target_xy: (P, 2).
+    Returns:
+        (N, 2, 3) affine matrices [[re a, -im a, tx], [im a, re a, ty]].
+    """
+    source = np.asarray(source_xy, dtype=np.float64)
+    target = np.asarray(target_xy, dtype=np.float64)
+    z = source[..., 0] + 1j * source[..., 1]  # (N, P)
+    w = target[:, 0] + 1j * target[:, 1]  # (P,)
+    z_mean, w_mean = z.mean(axis=1, keepdims=True), w.mean()
+    zc, wc = z - z_mean, w - w_mean
+    a = (np.conj(zc) * wc).sum(axis=1) / (np.abs(zc) ** 2).sum(axis=1)  # (N,)
+    shift = w_mean - a * z_mean[:, 0]  # (N,)
+    return np.stack([np.stack([a.real, -a.imag, shift.real], axis=-1),
+                     np.stack([a.imag, a.real, shift.imag], axis=-1)], axis=1)
+
+
+def transform_point_sets(points_xy: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """(N, K, 2) points through per-set (N, 2, 3) affine maps -> (N, K, 2)."""
+    return np.einsum("nij,nkj->nki", matrices[:, :, :2], points_xy) + matrices[:, None, :, 2]
+
+
+def rms_wander(points_xy: np.ndarray) -> np.ndarray:
+    """RMS distance of each landmark from its mean over faces: (N, K, 2) -> (K,)."""
+    centred = points_xy - points_xy.mean(axis=0, keepdims=True)  # (N, K, 2)
+    return np.sqrt((centred**2).sum(axis=-1).mean(axis=0))
+
+
+def part_lock(detected_xy: np.ndarray, annotated_xy: np.ndarray) -> float:
+    """How well points stay on face parts: median over landmarks of wander(detected) / wander(fixed).
+
+    Each face is mapped onto the mean annotated shape by the least-squares similarity of its
+    annotated points (the face frame). In that frame, a landmark's wander is its RMS distance from
+    its mean over faces; it is divided by the wander of a point held fixed in the crop at that
+    landmark's mean crop position. 0: the point rides on one face part exactly; 1: it stays put in
+    the crop. The five annotated points of in-the-wild faces score about 0.26. Landmarks whose fixed
+    point does not wander (identical poses) are left out.
+    """
+    detected = np.asarray(detected_xy, dtype=np.float64)
+    to_face = similarity_transforms(annotated_xy, np.asarray(annotated_xy, dtype=np.float64).mean(axis=0))
+    fixed = np.broadcast_to(detected.mean(axis=0), detected.shape)  # (N, K, 2): the mean crop positions
+    wander = rms_wander(transform_point_sets(detected, to_face))  # (K,)
+    fixed_wander = rms_wander(transform_point_sets(fixed, to_face))  # (K,)
+    moving = fixed_wander > 1e-9 * (1 + np.abs(detected).max())
+    return float(np.median(wander[moving] / fixed_wander[moving])) if moving.any() else float("nan")
+
+
+def collapse_stats(detected_xy: np.ndarray, annotated_xy: np.ndarray) -> dict[str, float | int]:
+    """{"spread", "closest_pair", "distinct", "num_points", "part_lock"} of one split (see above)."""
+    return {"spread": spread(detected_xy, annotated_xy), "closest_pair": closest_pair(detected_xy, annotated_xy),
+            "distinct": distinct_landmarks(detected_xy, annotated_xy), "num_points": int(np.shape(detected_xy)[1]),
+            "part_lock": part_lock(detected_xy, annotated_xy)}
+
+
+def collapse_warning(stats: dict) -> str | None:
+    """A one-line warning when the points look collapsed (spread < 0.2 or fewer than K/2 distinct)."""
+    if stats["spread"] < COLLAPSED_SPREAD or stats["distinct"] < stats["num_points"] / 2:
+        return (f"the detected points look collapsed: spread {stats['spread']:.2f} (< {COLLAPSED_SPREAD} is a blob), "
+                f"{stats['distinct']} of {stats['num_points']} landmarks distinct; the NME may come from the blob "
+                "following the head pose, not from landmarks (README, 'Training from scratch')")
+    return None
+
+
+def format_collapse(stats: dict) -> str:
+    """'spread 0.94, 10/10 distinct, closest 0.21 IOD, part lock 0.23' for logs and tables."""
+    return (f"spread {stats['spread']:.2f}, {stats['distinct']}/{stats['num_points']} distinct, "
+            f"closest {stats['closest_pair']:.2f} IOD, part lock {stats['part_lock']:.2f}")
