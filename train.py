@@ -42,14 +42,14 @@ from tqdm import tqdm
 
 from datasets import build_eval_dataset, build_train_dataset
 from extract_data import extract_points, resolve_device
-from losses import build_reconstruction_loss
+from losses import build_reconstruction_loss, equivariance_loss, separation_loss
 from model import (HEATMAP_STRIDE, AuxSource, LandmarkAutoencoder, ModelConfig, Objective, build_model,
                    count_parameters, derangement)
 from utils.checkpoint import FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint
 from utils.config import build, load_config, merge, parse_overrides, to_dict, to_yaml
 from utils.errors import UserError
 from utils.geometry import heatmap_to_image_xy
-from utils.metrics import nme, regress_points
+from utils.metrics import collapse_stats, collapse_warning, format_collapse, nme, regress_points
 from utils.sampler import ResumableBatchSampler, batches_per_pass
 from utils.visualize import distinct_colors, draw_points, image_grid, save_png
 
@@ -81,6 +81,10 @@ class LossConfig:
     pixel_weight: float = 1.0
     perceptual_weight: float = 1.0
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    # Terms for training from scratch (0 = off, the paper's objective). README, "Training from scratch".
+    separation_weight: float = 0.0  # pushes each face's K points apart (losses.separation_loss)
+    separation_bandwidth: float = 0.125  # its Gaussian width, fraction of the image side
+    equivariance_weight: float = 0.0  # x's points mapped into x' must meet x''s (losses.equivariance_loss)
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,15 @@ def check_config(cfg: TrainConfig) -> None:
     for key, value in (("train.max_steps", cfg.train.max_steps), ("train.max_minutes", cfg.train.max_minutes)):
         if value < 0:
             raise UserError(f"config key '{key}': expected 0 (no limit) or a positive number, got {value}")
+    for key, value in (("loss.separation_weight", cfg.loss.separation_weight),
+                       ("loss.equivariance_weight", cfg.loss.equivariance_weight)):
+        if not value >= 0:
+            raise UserError(f"config key '{key}': expected a weight >= 0 (0 turns the term off), got {value}")
+    if not cfg.loss.separation_bandwidth > 0:
+        raise UserError(f"config key 'loss.separation_bandwidth': expected a fraction of the image side > 0, "
+                        f"got {cfg.loss.separation_bandwidth}")
+    if cfg.loss.separation_weight > 0 and cfg.model.num_points < 2:
+        raise UserError("loss.separation_weight > 0 needs model.num_points >= 2: it pushes points apart")
     if cfg.train.batch_size < 2 and cfg.train.objective in ("all", "inter"):
         raise UserError("train.batch_size must be >= 2: the auxiliary subject is another image of the batch")
 
@@ -266,12 +279,16 @@ def validation_sets(cfg: TrainConfig) -> tuple[Subset, Subset] | None:
     return Subset(fit, range(min(v.num_fit, len(fit)))), Subset(evaluation, range(min(v.num_eval, len(evaluation))))
 
 
-def validate(model: LandmarkAutoencoder, sets: tuple[Subset, Subset], cfg: TrainConfig, device: torch.device) -> float:
-    """Forward NME (percent) of a ridge regressor fitted on the fit subset, on the evaluation subset."""
+def validate(model: LandmarkAutoencoder, sets: tuple[Subset, Subset], cfg: TrainConfig, device: torch.device) -> dict:
+    """{"val_nme": forward NME (percent) of a ridge regressor fitted on the fit subset, on the evaluation
+    subset; "val_spread", "val_closest_pair", "val_distinct", "val_part_lock": the collapse measures
+    of the evaluation subset (utils.metrics.collapse_stats)}."""
     fit, evaluation = (extract_points(model, s, batch_size=cfg.validation.batch_size, device=device, progress=False)
                        for s in sets)
     predicted = regress_points(fit["detected"], fit["annotated"], evaluation["detected"], cfg.validation.reg)
-    return 100.0 * float(nme(predicted, evaluation["annotated"]).mean())
+    stats = collapse_stats(evaluation["detected"], evaluation["annotated"])
+    return {"val_nme": 100.0 * float(nme(predicted, evaluation["annotated"]).mean()),
+            **{f"val_{key}": value for key, value in stats.items() if key != "num_points"}}
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -317,6 +334,7 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizers: lis
     with autocast:
         rec = model(x, x_prime, aux_index, cfg.train.objective, cfg.train.aux_source)
         terms = loss_fn(rec.outputs, rec.targets)
+    terms = add_landmark_terms(terms, rec, batch, cfg.loss, x.shape[-1])
     values = torch.stack([t.detach().float() for t in terms.values()])
     finite = torch.isfinite(values).all().float()
     if d.enabled:
@@ -332,6 +350,26 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizers: lis
     for opt in optimizers:
         opt.step()
     return dict(zip(terms, values.tolist())), rec
+
+
+def add_landmark_terms(terms: dict[str, torch.Tensor], rec, batch: dict, loss_cfg: LossConfig,
+                       image_size: int) -> dict[str, torch.Tensor]:
+    """The reconstruction terms plus the enabled landmark terms, weighted into "total".
+
+    Reads the detected points and the augmentation's view-to-view map, never annotated points.
+    """
+    terms = dict(terms)
+    if loss_cfg.separation_weight > 0:
+        both_views = torch.cat((rec.points_x, rec.points_x_prime)) * (HEATMAP_STRIDE / image_size)  # (2B, K, 2)
+        terms["separation"] = separation_loss(both_views, loss_cfg.separation_bandwidth)
+        terms["total"] = terms["total"] + loss_cfg.separation_weight * terms["separation"]
+    if loss_cfg.equivariance_weight > 0:
+        to_px = lambda points: heatmap_to_image_xy(points, HEATMAP_STRIDE)  # noqa: E731
+        x_to_x_prime = batch["x_to_x_prime"].to(rec.points_x.device)  # (B, 2, 3)
+        terms["equivariance"] = equivariance_loss(to_px(rec.points_x), to_px(rec.points_x_prime), x_to_x_prime,
+                                                  image_size)
+        terms["total"] = terms["total"] + loss_cfg.equivariance_weight * terms["equivariance"]
+    return terms
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -519,13 +557,18 @@ def train(args: argparse.Namespace) -> int:
                         scheduler.step()
                 if d.is_main and val_sets is not None and (step % cfg.validation.every == 0 or step == total_steps):
                     t_val = time.perf_counter()
-                    val_nme = validate(model, val_sets, cfg, device)
+                    val = validate(model, val_sets, cfg, device)
                     val_seconds += time.perf_counter() - t_val
-                    improved = val_nme < best_nme
-                    best_nme = min(best_nme, val_nme)
-                    log({"step": step, "val_nme": val_nme, "best_val_nme": best_nme,
+                    improved = val["val_nme"] < best_nme
+                    best_nme = min(best_nme, val["val_nme"])
+                    log({"step": step, **val, "best_val_nme": best_nme,
                          "val_seconds_fraction": val_seconds / max(train_seconds + val_seconds, 1e-9)})
-                    progress.write(f"step {step}: validation NME {val_nme:.2f}% (best {best_nme:.2f}%)")
+                    stats = {key.removeprefix("val_"): value for key, value in val.items()} | {
+                        "num_points": cfg.model.num_points}
+                    progress.write(f"step {step}: validation NME {val['val_nme']:.2f}% (best {best_nme:.2f}%); "
+                                   f"{format_collapse(stats)}")
+                    if warning := collapse_warning(stats):
+                        progress.write(f"warning: step {step}: {warning}")
                     if improved:
                         save("best.pt")
                 if d.is_main and (step % cfg.log.checkpoint_every == 0 or epoch_end or step == total_steps):

@@ -1,6 +1,7 @@
 """train.py end to end on tiny synthetic data: learning, resume after SIGKILL, DDP, NaN stop, Ctrl-C."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -66,12 +67,15 @@ def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, ca
     assert sum(losses_[-5:]) / 5 < 0.8 * sum(losses_[:5]) / 5  # the reconstruction loss goes down
     vals = [r for r in log if "val_nme" in r]
     assert [r["step"] for r in vals] == [20, 40] and all(0 < r["val_nme"] < 100 for r in vals)
+    assert all({"val_spread", "val_closest_pair", "val_distinct", "val_part_lock"} <= r.keys() for r in vals)
+    assert all(r["separation"] > 0 and r["equivariance"] >= 0 for r in log if "total" in r)  # the config's terms
     for name in ("config.yaml", "last.pt", "best.pt", "step_00000040.pt", "train_00000020.png"):
         assert (run_dir / name).exists(), name
     model, cfg, ckpt = load_model(run_dir)
     assert ckpt["step"] == 40 and cfg.num_points == 10 and not model.training
     out = capsys.readouterr().out
     assert "run folder" in out and "objective all, 40 steps" in out
+    assert "step 40: validation NME" in out and "distinct, closest" in out and "part lock" in out
     # an explicit run folder that already holds a run is refused, pointing at --resume
     assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 1) + [f"log.run_dir={run_dir}"]) == 2
     assert f"continue it with --resume {run_dir}" in capsys.readouterr().err
@@ -172,6 +176,41 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
     assert train.main(CONFIG + [f"data.root={tmp_path}", "train.max_minutes=-5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "'train.max_minutes': expected 0 (no limit) or a positive number, got -5" in err and len(err.splitlines()) == 1
+    for override, message in (("loss.separation_weight=-0.1", "'loss.separation_weight': expected a weight >= 0"),
+                              ("loss.equivariance_weight=-1", "'loss.equivariance_weight': expected a weight >= 0"),
+                              ("loss.separation_bandwidth=0", "'loss.separation_bandwidth': expected a fraction"),
+                              ("loss.separaton_weight=1", "did you mean 'loss.separation_weight'")):
+        assert train.main(CONFIG + [f"data.root={tmp_path}", f"log.out_dir={tmp_path}", override]) == 2, override
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_training_loss_never_reads_annotated_points(synthetic_root):
+    """Same images and augmentation, annotated points replaced by NaN: the same loss, term by term."""
+    from datasets import build_train_dataset
+    from model import ModelConfig, build_model
+
+    cfg = train.build(train.TrainConfig, {"loss": {"separation_weight": 0.05, "equivariance_weight": 3.2,
+                                                   "perceptual": {"enabled": False}}})
+    dataset = build_train_dataset("synthetic", str(synthetic_root), image_size=32, angle=15.0, tight=20,
+                                  tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(6)])
+    assert torch.isfinite(batch["points_x"]).all()
+    unannotated = dict(batch, points_x=torch.full_like(batch["points_x"], float("nan")),
+                       points_x_prime=torch.full_like(batch["points_x_prime"], float("nan")))
+    torch.manual_seed(0)
+    model, _ = build_model(ModelConfig(num_points=10, fan_init="scratch", fan_features=16, hourglass_depth=2,
+                                       gen_conv_dim=8, gen_res_blocks=1, temperature=1.0, heatmap_s=2.0))
+    loss_fn = losses.build_reconstruction_loss(perceptual=False)
+    aux_index = torch.tensor([1, 2, 3, 4, 5, 0])
+    values = []
+    for b in (batch, unannotated):
+        rec = model(b["x"], b["x_prime"], aux_index)
+        values.append({k: v.item() for k, v in train.add_landmark_terms(loss_fn(rec.outputs, rec.targets), rec, b,
+                                                                        cfg.loss, 32).items()})
+    assert values[0].keys() == {"pixel", "separation", "equivariance", "total"}
+    assert values[0] == values[1] and all(map(math.isfinite, values[0].values()))
 
 
 def test_loader_workers_survive_passes_and_validations(synthetic_root, tmp_path):
@@ -181,3 +220,16 @@ def test_loader_workers_survive_passes_and_validations(synthetic_root, tmp_path)
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_checkpoint(run_dir_of(tmp_path))["data_pass"] >= 2
+
+
+def test_celeba_scratch_config_runs_a_few_steps_at_128_px(synthetic_root, tmp_path):
+    """The GPU user's scratch config: paper networks at 128 px, no fan_109.pth, the landmark terms on."""
+    overrides = [f"data.root={synthetic_root}", "data.dataset=synthetic", f"log.out_dir={tmp_path}",
+                 "train.max_steps=2", "train.batch_size=2", "data.num_workers=0", "log.progress=false",
+                 "runtime.threads=1", "validation.enabled=false", "loss.perceptual.weights=random"]
+    assert train.main(["--config", str(REPO / "configs" / "celeba_scratch.yaml"), *overrides]) == 0
+    run_dir = run_dir_of(tmp_path)
+    log = [r for r in records(run_dir) if "total" in r]
+    assert log[-1]["step"] == 2 and log[-1]["separation"] > 0 and "equivariance" in log[-1]
+    ckpt = read_checkpoint(run_dir)
+    assert ckpt["config"]["model"]["fan_init"] == "scratch" and ckpt["config"]["data"]["image_size"] == 128
