@@ -45,6 +45,8 @@ from utils.metrics import (
     CROP_SIZE,
     SOLVERS,
     backward_error,
+    collapse_stats,
+    collapse_warning,
     fewshot_indices,
     interocular_distance,
     normalised_point_errors,
@@ -595,7 +597,8 @@ def baseline_rows(
         everything = np.arange(c.train.n)
         fits = {mode: fit_and_score(c.train, c.test, mode, everything, cfg) for mode in cfg.modes}
         rows.append({"label": c.label, "k": c.train.k, "images": c.train.n, "source": f"this run, {c.folder}",
-                     "files": files_info(c.train, c.test), "main": fit_stats(fits)})
+                     "files": files_info(c.train, c.test), "main": fit_stats(fits),
+                     "collapse": collapse_stats(c.test.detected_xy_px, c.test.annotated_xy_px)})
     mean_shape = mean_shape_fit(train.annotated_xy_px, test.annotated_xy_px)
     rows.append({"label": "mean training shape", "k": None, "images": train.n,
                  "source": "this run, no detector", "main": fit_stats({"fwd": mean_shape})})
@@ -621,6 +624,7 @@ def evaluate(
         "settings": {key: value for key, value in dataclasses.asdict(cfg).items()
                      if key not in ("train_path", "test_path", "out_dir", "compare")},
         "main": fit_stats(fits),
+        "collapse": collapse_stats(test.detected_xy_px, test.annotated_xy_px),
         "baselines": baseline_rows(train, test, comparisons, cfg),
         "solver_check": {
             "mode": first,
@@ -704,6 +708,7 @@ def format_markdown(report: dict, notes: list[str]) -> str:
     lines += _md_table(header, rows)
     lines += ["", f"'mean training shape' predicts every test face as the mean of the {train['images']} "
               "annotated training shapes (forward only, no detector): the error to beat."]
+    lines += collapse_section(report)
     if report["fewshot"]:
         first = report["fewshot"][0]
         lines += ["", f"## Few-shot: test NME (%) with N training images "
@@ -720,6 +725,23 @@ def format_markdown(report: dict, notes: list[str]) -> str:
         lines += ["", f"Paper numbers: {report['paper_source']}."]
     lines += ["", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
+
+
+def collapse_section(report: dict) -> list[str]:
+    """Markdown lines: the collapse measures of each detector on the test split, and a warning if due."""
+    measured = [(report["label"], report["collapse"])] + [
+        (row["label"], row["collapse"]) for row in report["baselines"] if "collapse" in row]
+    header = ["method", "spread", "distinct landmarks", "closest pair (IOD)", "part lock"]
+    rows = [[label, f"{c['spread']:.2f}", f"{c['distinct']} of {c['num_points']}", f"{c['closest_pair']:.2f}",
+             f"{c['part_lock']:.2f}"] for label, c in measured]
+    lines = ["", "## Do the detected points spread over the face and follow its parts? (test split)", ""]
+    lines += _md_table(header, rows)
+    lines += ["", "spread: RMS radius of the detected points over that of the annotated ones (median over faces; "
+              "0 = one blob). distinct: landmarks whose mean position is more than 0.05 IOD from every other's. "
+              "part lock: wander of each point in the face frame over that of a point fixed in the crop "
+              "(median over landmarks; 1 = ignores the face, annotated points score about 0.26)."]
+    warning = collapse_warning(report["collapse"])
+    return lines + (["", f"**Warning:** {warning}."] if warning else [])
 
 
 CSV_FIELDS = (
@@ -808,15 +830,22 @@ def save_figures(report: dict, fits: dict, test: Detections, out_dir: Path) -> l
     vis.save_png(out_dir / "test_faces.png", vis.image_grid(faces, ncols=8))
     notes.append(f"test_faces.png: first {len(faces)} test faces; discs = annotated, crosses = regressed "
                  f"(forward); colours follow {', '.join(LANDMARK_NAMES)}")
+    point_colors = vis.distinct_colors(test.k)
+    faces = [preview_face(image, test.detected_xy_px[i], None, point_colors)
+             for i, image in enumerate(test.preview_images)]
+    vis.save_png(out_dir / "test_points.png", vis.image_grid(faces, ncols=8))
+    notes.append(f"test_points.png: the same faces with the raw {test.k} detected points, one colour per landmark: "
+                 "each colour should sit on the same face part on every face")
     return notes
 
 
 def preview_face(
-    image_rgb: np.ndarray, annotated_xy_px: np.ndarray, pred_xy_px: np.ndarray, colors: list
+    image_rgb: np.ndarray, disc_xy_px: np.ndarray, cross_xy_px: np.ndarray | None, colors: list
 ) -> np.ndarray:
-    """One preview crop, upscaled to at least PREVIEW_MIN_SIDE, with annotated discs and regressed crosses.
+    """One preview crop, upscaled to at least PREVIEW_MIN_SIDE, with discs (e.g. annotated points) and
+    crosses (e.g. regressed points; None for none).
 
-    image_rgb: (S, S, 3) uint8 crop; annotated_xy_px, pred_xy_px: (5, 2) in 128-px crop pixels.
+    image_rgb: (S, S, 3) uint8 crop; disc_xy_px, cross_xy_px: (len(colors), 2) in 128-px crop pixels.
     """
     from utils import visualize as vis
 
@@ -825,10 +854,12 @@ def preview_face(
     size_wh = (round(w * scale), round(h * scale))
     face = vis.resize_image(image_rgb, size_wh)
     crop_wh = (CROP_SIZE, CROP_SIZE)
-    annotated_xy = vis.rescale_points_px(annotated_xy_px, crop_wh, size_wh)  # (5, 2) in the face's pixels
-    pred_xy = vis.rescale_points_px(pred_xy_px, crop_wh, size_wh)  # (5, 2)
-    face = vis.draw_points(face, annotated_xy, colors, radius=2, marker="circle")
-    return vis.draw_points(face, pred_xy, colors, radius=3, marker="cross")
+    face = vis.draw_points(face, vis.rescale_points_px(disc_xy_px, crop_wh, size_wh), colors, radius=2,
+                           marker="circle")
+    if cross_xy_px is None:
+        return face
+    return vis.draw_points(face, vis.rescale_points_px(cross_xy_px, crop_wh, size_wh), colors, radius=3,
+                           marker="cross")
 
 
 def write_outputs(report: dict, fits: dict, test: Detections, out_dir: Path) -> str:
@@ -863,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown, end="")
+    if warning := collapse_warning(report["collapse"]):
+        print(f"warning: {cfg.test_path}: {warning}", file=sys.stderr)
     print(f"wrote {cfg.out_dir}/results.md, .json, .csv and figures in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -286,3 +286,26 @@ def test_default_sizes_leave_out_those_larger_than_the_train_split_but_given_siz
     capsys.readouterr()
     assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--sizes", "1,100"]) == 2
     assert "few-shot sizes [100] exceed its 30 training images" in capsys.readouterr().err
+
+
+def test_report_shows_collapse_measures_warns_on_a_blob_and_draws_raw_points(tmp_path, capsys):
+    annotated = FACE_XY_PX + np.random.default_rng(0).normal(scale=4.0, size=(30, 5, 2))
+    blob = 64 + np.random.default_rng(1).normal(scale=0.05, size=(30, 6, 2))  # six points in one blob
+    images = np.zeros((4, 64, 64, 3), np.uint8)
+    for split, n in (("mafl-train", 20), ("mafl-test", 10)):
+        rows = slice(0, 20) if split == "mafl-train" else slice(20, 30)
+        save_detections(tmp_path / f"{split}.npz", detected_xy_px=blob[rows], annotated_xy_px=annotated[rows],
+                        names=[f"{i}.jpg" for i in range(n)], split=split, checkpoint="c",
+                        settings={"tight": 70}, preview_images=images if split == "mafl-test" else None)
+    assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--no-fewshot", "--paper-table", "none"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["collapse"]["distinct"] == 0 and report["collapse"]["num_points"] == 6
+    assert report["collapse"]["spread"] < 0.05
+    assert "| method | spread | distinct landmarks | closest pair (IOD) | part lock |" in captured.out
+    assert "0 of 6" in captured.out and "**Warning:** the detected points look collapsed" in captured.out
+    assert "look collapsed" in captured.err
+    raw = cv2.cvtColor(cv2.imread(str(tmp_path / "eval" / "test_points.png")), cv2.COLOR_BGR2RGB)
+    assert raw.shape == (128 + 2 * 2, 4 * 128 + 5 * 2, 3)
+    colours = {tuple(c) for c in raw.reshape(-1, 3)} - {(0, 0, 0), (255, 255, 255)}
+    assert len(colours) >= 6  # one colour per landmark (plus anti-aliased blends)
