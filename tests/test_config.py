@@ -73,3 +73,16 @@ def test_literal_and_optional_types():
     assert build(C, {"mode": "b", "path": None, "ratio": 2}) == C("b", None, 2.0)
     with pytest.raises(UserError, match="expected str or null"):
         build(C, {"path": 3})
+
+
+def test_scratch_config_keeps_the_paper_settings_and_adds_the_landmark_terms():
+    paper = load_config(TrainConfig, "configs/celeba.yaml")
+    scratch = load_config(TrainConfig, "configs/celeba_scratch.yaml")
+    assert scratch.model.fan_init == "scratch" and scratch.model.fan_pretrained is None
+    assert scratch.data == paper.data and scratch.train == paper.train and scratch.data.image_size == 128
+    assert scratch.loss.separation_weight > 0 and scratch.loss.equivariance_weight > 0
+    assert paper.loss.separation_weight == paper.loss.equivariance_weight == 0  # the paper's objective unchanged
+    for name in ("celeba", "celeba_baseline", "celeba_inter", "celeba_cycle", "celeba_k30", "celeba_k50", "mtfl",
+                 "aflw"):
+        cfg = load_config(TrainConfig, f"configs/{name}.yaml")
+        assert cfg.loss.separation_weight == cfg.loss.equivariance_weight == 0, name
