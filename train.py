@@ -510,6 +510,7 @@ def train(args: argparse.Namespace) -> int:
     progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                     disable=not (d.is_main and cfg.log.progress))
     window, window_start, train_seconds, val_seconds = [], time.perf_counter(), 0.0, 0.0
+    val_postfix: dict[str, str] = {}  # the last validation's NME and collapse measures, on the progress bar
     deadline = monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
     model.train()
     try:
@@ -547,7 +548,8 @@ def train(args: argparse.Namespace) -> int:
                               "lr_fan": optimizers[0].param_groups[0]["lr"], "lr_gen": optimizers[1].param_groups[0]["lr"],
                               "images_per_s": len(window) * cfg.train.batch_size * d.world_size / max(elapsed, 1e-9)}
                     log(record)
-                    progress.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                    progress.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.0f}",
+                                         **val_postfix)
                     window, window_start = [], time.perf_counter()
                 if d.is_main and step % cfg.log.image_every == 0:
                     save_training_grid(run_dir / f"train_{step:08d}.png", batch, rec, aux_index, cfg.model.num_points)
@@ -567,6 +569,9 @@ def train(args: argparse.Namespace) -> int:
                         "num_points": cfg.model.num_points}
                     progress.write(f"step {step}: validation NME {val['val_nme']:.2f}% (best {best_nme:.2f}%); "
                                    f"{format_collapse(stats)}")
+                    val_postfix = {"val_nme": f"{val['val_nme']:.2f}", "spread": f"{val['val_spread']:.2f}",
+                                   "distinct": f"{val['val_distinct']}/{cfg.model.num_points}",
+                                   "lock": f"{val['val_part_lock']:.2f}"}
                     if warning := collapse_warning(stats):
                         progress.write(f"warning: step {step}: {warning}")
                     if improved:
