@@ -304,6 +304,8 @@ def test_report_shows_collapse_measures_warns_on_a_blob_and_draws_raw_points(tmp
     assert report["collapse"]["spread"] < 0.05
     assert "| method | spread | distinct landmarks | closest pair (IOD) | part lock |" in captured.out
     assert "0 of 6" in captured.out and "**Warning:** the detected points look collapsed" in captured.out
+    assert "| annotated points (reference) | 1.00 | 5 of 5 |" in captured.out
+    assert report["collapse_annotated"]["spread"] == pytest.approx(1.0)
     assert "look collapsed" in captured.err
     raw = cv2.cvtColor(cv2.imread(str(tmp_path / "eval" / "test_points.png")), cv2.COLOR_BGR2RGB)
     assert raw.shape == (128 + 2 * 2, 4 * 128 + 5 * 2, 3)
