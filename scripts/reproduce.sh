@@ -81,7 +81,7 @@ stage() {
 train() {
     local launch=("$PY")
     [ "$GPUS" -eq 1 ] || launch=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$GPUS")
-    if compgen -G "$RUN/train/*.pt" > /dev/null; then
+    if [ -e "$RUN/train/last.pt" ] || compgen -G "$RUN/train/step_*.pt" > /dev/null; then
         "${launch[@]}" "$REPO/train.py" --resume "$RUN/train" "data.root=$CELEBA" "${OVERRIDES[@]}"
     else
         rm -rf "$RUN/train"  # a start that stopped before its first checkpoint: nothing to keep
