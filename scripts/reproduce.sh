@@ -54,7 +54,8 @@ RUN=${RUN:-runs/reproduce-$(basename "$CONFIG" .yaml)}
 
 # The arguments that define the results; a run folder refuses a different set, so that a re-run
 # never mixes stages of two experiments.
-COMMAND=$(printf '%s\n' "config=$CONFIG" "celeba=$CELEBA" "aflw=$AFLW" "${OVERRIDES[@]}")
+COMMAND=$(printf '%s\n' "config=$CONFIG" "celeba=$CELEBA" "aflw=$AFLW" "EXTRACT_ARGS=${EXTRACT_ARGS:-}" \
+    "EVAL_ARGS=${EVAL_ARGS:-}" "${OVERRIDES[@]}")
 mkdir -p "$RUN/stages"
 if [ -f "$RUN/command.txt" ]; then
     [ "$(cat "$RUN/command.txt")" = "$COMMAND" ] ||
