@@ -5,9 +5,10 @@
 
 For each data set, in order, each step skipped when its result is already there:
 
-1. download the archive to `<out>/downloads/<file>.part`, then check it: as many bytes as the server
-   announced (and as `--bytes` says), the `--sha256` digest when one is given, a readable zip
-   directory. Only then is it renamed to `<out>/downloads/<file>`; a `.part` file is never used;
+1. download the archive to `<out>/downloads/<file>.part` (continuing an interrupted one where the
+   server allows), then check it: as many bytes as the server announced (and as `--bytes` says), the
+   `--sha256` digest when one is given, a readable zip directory. Only then is it renamed to
+   `<out>/downloads/<file>`; a `.part` file is never taken for a finished archive;
 2. unpack into `<out>/.unpack-<name>/` and move the folder that holds the data set's marker file
    (`Anno/list_landmarks_align_celeba.txt`, `aflw_train_images.txt`, `training.txt`) to
    `<out>/<folder>` in one rename, so `<out>/<folder>` is either whole or absent;
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import shutil
 import sys
@@ -182,10 +184,26 @@ def check_free_space(needed_bytes: int, free_bytes: int, out: Path) -> None:
                         f"or choose another --out")
 
 
-def announced_length(response) -> int | None:
-    """The Content-Length header of a urllib response, or None when the server gives none."""
+def total_length(response, offset: int) -> int | None:
+    """The full file size a urllib response announces, or None when the server gives none.
+
+    offset: bytes already held, when the response answers a Range request with 206 (Content-Range
+    "bytes START-END/TOTAL"); 0 for a whole-file response (Content-Length).
+    """
+    if offset:
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
     value = response.headers.get("Content-Length")
     return int(value) if value and value.isdigit() else None
+
+
+def file_sha256(path: Path):
+    """A running SHA-256 of the bytes already in `path`, to continue with the rest of a download."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            hasher.update(chunk)
+    return hasher
 
 
 def verify_download(path: Path, got: int, announced: int | None, source: Source, digest: str) -> None:
@@ -213,25 +231,40 @@ def verify_zip(path: Path) -> None:
 def download(source: Source, dest: Path, progress: Callable[[str], None]) -> Path:
     """Fetch `source.url` into `dest` through `dest.part`; `dest` appears only when verified.
 
-    A stale `.part` from an interrupted run is overwritten, never used.
+    A `.part` left by an interrupted run is continued when the server honours a Range request
+    (HTTP 206) and started again otherwise; either way the whole file is checked before the rename.
     """
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    hasher, got, start, next_report = hashlib.sha256(), 0, time.monotonic(), REPORT_EVERY_BYTES
+    held = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(source.url, headers={"Range": f"bytes={held}-"} if held else {})
+    start = time.monotonic()
     try:
-        with urllib.request.urlopen(source.url, timeout=CONNECT_TIMEOUT_S) as response, open(part, "wb") as f:
-            announced = announced_length(response)
-            while chunk := response.read(CHUNK_BYTES):
-                f.write(chunk)
-                hasher.update(chunk)
-                got += len(chunk)
-                if got >= next_report:
-                    next_report += REPORT_EVERY_BYTES
-                    progress(f"  {source.name}: {size_text(got)} of {size_text(announced or source.approx_bytes)}")
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise UserError(f"cannot download {source.url} ({getattr(error, 'reason', error)}); put the file at "
-                        f"{dest} by hand, or pass --url {source.name}=URL") from None
-    verify_download(part, got, announced, source, hasher.hexdigest())
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as response:
+            offset = held if held and getattr(response, "status", None) == 206 else 0
+            total = total_length(response, offset)
+            if offset:
+                progress(f"  {source.name}: continuing {part} after {size_text(offset)}")
+            hasher, got = (file_sha256(part) if offset else hashlib.sha256()), offset
+            next_report = got + REPORT_EVERY_BYTES
+            with open(part, "ab" if offset else "wb") as f:
+                while chunk := response.read(CHUNK_BYTES):
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    got += len(chunk)
+                    if got >= next_report:
+                        next_report += REPORT_EVERY_BYTES
+                        progress(f"  {source.name}: {size_text(got)} of {size_text(total or source.approx_bytes)}")
+    except urllib.error.HTTPError as error:
+        if error.code != 416 or not held:
+            raise UserError(f"cannot download {source.url} (HTTP {error.code} {error.reason}); pass --url "
+                            f"{source.name}=URL for another source") from None
+        part.unlink()  # 416: the server has no bytes past the .part's end; fetch the whole file again
+        return download(source, dest, progress)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        raise UserError(f"cannot download {source.url} ({getattr(error, 'reason', error)}); run the command "
+                        f"again, put the file at {dest} by hand, or pass --url {source.name}=URL") from None
+    verify_download(part, got, total, source, hasher.hexdigest())
     part.replace(dest)
     progress(f"  {source.name}: {size_text(got)} in {time.monotonic() - start:.0f} s -> {dest}")
     return dest

@@ -1,9 +1,11 @@
 """datasets/get_data.py and scripts/get_data.sh with local file:// archives; no network."""
 
 import hashlib
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,67 @@ def test_disk_plan_counts_downloads_and_unpacked_data():
 def test_bad_override_is_one_line():
     with pytest.raises(UserError, match="--url 'celba=x': expected NAME=VALUE"):
         get_data.parse_assignments(["celba=x"], {"celeba"}, "url")
+
+
+class RangeServer(http.server.BaseHTTPRequestHandler):
+    """Serves `blob` at any path, honours `Range: bytes=N-` (416 past the end), cuts one answer after `cut` bytes."""
+
+    blob, cut, ranges = b"", 0, []
+
+    def do_GET(self):
+        start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
+        type(self).ranges.append(start)
+        if start >= len(self.blob):
+            self.send_error(416)
+            return
+        body = self.blob[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.blob) - 1}/{len(self.blob)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.cut:
+            body, type(self).cut = body[:self.cut], 0  # the connection drops mid-transfer, once
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(blob: bytes, cut: int = 0):
+    """A local HTTP server for `blob` in a thread; returns (server, handler class with its `ranges`)."""
+    handler = type("Handler", (RangeServer,), {"blob": blob, "cut": cut, "ranges": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler
+
+
+def test_interrupted_http_download_continues_from_the_part_file(archives, tmp_path, capsys):
+    blob = archives["aflw"].read_bytes()
+    server, handler = serve(blob, cut=len(blob) // 3)
+    try:
+        args = ["--out", str(tmp_path), "--only", "aflw", "--url",
+                f"aflw=http://127.0.0.1:{server.server_port}/aflw_release-2.zip"]
+        assert get_data.main(args) == 2
+        assert "incomplete download" in capsys.readouterr().err
+        assert (tmp_path / "downloads" / "aflw_release-2.zip.part").stat().st_size == len(blob) // 3
+        assert get_data.main(args + ["--sha256", f"aflw={hashlib.sha256(blob).hexdigest()}"]) == 0
+    finally:
+        server.shutdown()
+    assert handler.ranges == [0, len(blob) // 3]
+    assert "continuing" in capsys.readouterr().out
+    assert len(load_aflw_records(tmp_path / "aflw_release-2", "aflw-train")) == 80
+
+
+def test_part_file_the_server_cannot_continue_is_fetched_again(archives, tmp_path):
+    blob = archives["aflw"].read_bytes()
+    part = tmp_path / "downloads" / "aflw_release-2.zip.part"
+    part.parent.mkdir()
+    part.write_bytes(blob + b"junk")  # longer than the file: the server answers 416
+    server, handler = serve(blob)
+    try:
+        url = f"aflw=http://127.0.0.1:{server.server_port}/aflw_release-2.zip"
+        assert get_data.main(["--out", str(tmp_path), "--only", "aflw", "--url", url]) == 0
+    finally:
+        server.shutdown()
+    assert handler.ranges == [len(blob) + 4, 0]
