@@ -78,7 +78,8 @@ class Source:
 
     @property
     def archive(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1] or f"{self.name}.zip"
+        """The file name under `<out>/downloads`: the URL's last path part (query left out)."""
+        return Path(urllib.parse.urlparse(self.url).path).name or f"{self.name}.zip"
 
 
 SOURCES = (
@@ -159,7 +160,10 @@ def bytes_needed(source: Source, *, downloaded: bool, unpacked: bool) -> tuple[i
 
 
 def plan_lines(sources: list[Source], out: Path, free_bytes: int) -> tuple[list[str], int]:
-    """Human lines describing what will be fetched, and the disk bytes needed; pure given the disk state."""
+    """Lines saying what will be fetched and from where, and the disk bytes needed.
+
+    Reads only which files exist under `out`: finished markers, unpacked folders, downloaded archives.
+    """
     lines, total_fetch, total_disk = [], 0, 0
     for source in sources:
         finished = done_marker(out, source).exists()
@@ -272,9 +276,12 @@ def download(source: Source, dest: Path, progress: Callable[[str], None]) -> Pat
 
 def find_root(tree: Path, marker: str) -> Path:
     """The shallowest folder under `tree` that holds `marker` (a relative path)."""
+    depth = len(Path(marker).parts)
     hits = sorted(tree.rglob(Path(marker).name), key=lambda p: len(p.parts))
     for hit in hits:
-        root = hit.parents[len(Path(marker).parts) - 1]
+        if len(hit.relative_to(tree).parts) < depth:
+            continue  # too shallow to sit at the end of `marker`
+        root = hit.parents[depth - 1]
         if (root / marker).is_file():
             return root
     raise UserError(f"the archive has no {marker}; expected the data set's original layout")
@@ -282,18 +289,16 @@ def find_root(tree: Path, marker: str) -> Path:
 
 def unpack(archive: Path, source: Source, out: Path) -> Path:
     """Extract `archive` and move its data set root to `<out>/<folder>` in one rename."""
-    staging = out / f".unpack-{source.name}"
+    staging, target = out / f".unpack-{source.name}", out / source.folder
     shutil.rmtree(staging, ignore_errors=True)
     try:
         with zipfile.ZipFile(archive) as z:
             z.extractall(staging)  # checks each member's CRC; strips absolute and '..' paths
+        find_root(staging, source.marker).replace(target)
     except (zipfile.BadZipFile, OSError) as error:
         raise UserError(f"{archive}: cannot unpack ({error}); delete it and run the command again") from None
-    root = find_root(staging, source.marker)
-    target = out / source.folder
-    root.replace(target)
-    if staging.exists():  # gone already when the archive had no top folder (root was staging)
-        shutil.rmtree(staging)
+    finally:  # what the archive held besides the data set, or all of it after a failure
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -303,7 +308,7 @@ def check_counts(found: dict[str, int], source: Source) -> None:
         return
     for what, expected in source.official_counts:
         if found.get(what) != expected:
-            raise UserError(f"{source.name}: {found.get(what)} {what} where the official release has "
+            raise UserError(f"{source.name}: {found.get(what, 0)} {what} where the official release has "
                             f"{expected}; the download or the unpacking is incomplete")
 
 

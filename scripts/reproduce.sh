@@ -49,7 +49,7 @@ OVERRIDES=("$@")
 [ -f "$CONFIG" ] || [ ! -f "$REPO/$CONFIG" ] || CONFIG=$REPO/$CONFIG
 [ -f "$CONFIG" ] || die "--config $CONFIG: file not found; expected a YAML config such as configs/celeba.yaml"
 [[ $GPUS =~ ^[1-9][0-9]*$ ]] || die "--gpus $GPUS: expected a whole number of processes, 1 or more"
-[ -x "$PY" ] || die "$PY: no Python there; run bash scripts/setup.sh or set PYTHON"
+command -v "$PY" > /dev/null || die "$PY: no Python there; run bash scripts/setup.sh or set PYTHON"
 RUN=${RUN:-runs/reproduce-$(basename "$CONFIG" .yaml)}
 
 # The arguments that define the results; a run folder refuses a different set, so that a re-run

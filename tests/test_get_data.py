@@ -112,6 +112,7 @@ def test_archive_without_the_layout_is_refused(tmp_path, capsys):
     bad = zip_tree({"readme.txt": b"not a data set"}, tmp_path / "bad.zip")
     assert get_data.main(["--out", str(tmp_path / "out"), "--only", "aflw", "--url", f"aflw={bad.as_uri()}"]) == 2
     assert "has no aflw_train_images.txt" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob(".unpack-*")) and not (tmp_path / "out" / "aflw_release-2").exists()
 
 
 def test_official_counts_are_enforced_only_for_the_official_source():
