@@ -89,7 +89,10 @@ train() {
         "${launch[@]}" "$REPO/train.py" --config "$CONFIG" "data.root=$CELEBA" "log.run_dir=$RUN/train" \
             "${OVERRIDES[@]}"
     fi
+    helper trained "$RUN/train"  # train.max_minutes stops early with exit status 0
 }
+
+helper() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m utils.reproduce "$@"; }
 
 # extract SPLITS DATA_ROOT: detections of the final model, both splits, into RUN/detections.
 extract() {
@@ -109,4 +112,4 @@ stage extract-mafl extract mafl-train,mafl-test "$CELEBA"
 stage extract-aflw extract aflw-train,aflw-test "$AFLW"
 stage eval-mafl evaluate mafl
 stage eval-aflw evaluate aflw
-PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m utils.reproduce --run "$RUN"
+helper summary "$RUN"

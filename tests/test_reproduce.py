@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
 from data_archives import aflw_zip, celeba_zip
+from utils import reproduce
+from utils.checkpoint import FORMAT
 from utils.reproduce import paper_row, table_ii_lines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +67,16 @@ def test_get_data_then_reproduce_resumes_by_stage(synthetic_root, tmp_path):
     changed = bash("reproduce.sh", args[:-1], tmp_path)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1
     assert "run was started with other arguments" in changed.stderr
+
+
+def test_training_stopped_early_is_not_finished(tmp_path, capsys):
+    # What train.max_minutes leaves: exit status 0, newest checkpoint short of the last step.
+    config = {"train": {"max_steps": 0, "epochs": 2, "iters_per_epoch": 5}}
+    torch.save({"format": FORMAT, "config": config, "step": 9}, tmp_path / "last.pt")
+    assert reproduce.main(["trained", str(tmp_path)]) == 2
+    assert "training stopped at step 9 of 10" in capsys.readouterr().err
+    torch.save({"format": FORMAT, "config": config, "step": 10}, tmp_path / "last.pt")
+    assert reproduce.main(["trained", str(tmp_path)]) == 0
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,8 +1,11 @@
-"""The last step of scripts/reproduce.sh: our Table I row and Table II beside the paper's numbers.
+"""Helpers of scripts/reproduce.sh: is training finished, and the tables beside the paper's numbers.
 
-    python -m utils.reproduce --run runs/reproduce-celeba
+    python -m utils.reproduce trained runs/reproduce-celeba/train
+    python -m utils.reproduce summary runs/reproduce-celeba
 
-reads the run's resolved training config (`RUN/train/config.yaml`) and the two evaluations
+`trained` exits 0 when the run's newest checkpoint has reached the run's last step, else prints one
+line and exits 2 (a run stopped by `train.max_minutes` exits 0 from train.py but is not finished).
+`summary` reads the run's resolved training config (`RUN/train/config.yaml`) and the two evaluations
 (`RUN/eval-mafl/results.json`, `RUN/eval-aflw/results.json`), prints a Markdown summary and writes
 it to `RUN/summary.md`. The paper row is chosen by the config's `train.objective` and
 `model.num_points`, e.g. objective `all` with K = 30 is Table I's "Ours, all" K = 30 row.
@@ -18,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from utils import paper_results
+from utils.checkpoint import read_checkpoint
 from utils.errors import UserError, exit_code_of
 from utils.files import atomic_write
 
@@ -34,6 +38,27 @@ def paper_row(objective: str, k: int) -> paper_results.TableIRow | None:
     """The Table I row for a training objective and K, or None when the paper has no such row."""
     method = OBJECTIVE_ROWS.get(objective)
     return next((r for r in paper_results.TABLE_I if r.method == method and r.k == k), None)
+
+
+def total_steps(config: dict) -> int:
+    """The last step of a training run, as train.py computes it from the resolved config."""
+    train = config["train"]
+    return train["max_steps"] or train["epochs"] * train["iters_per_epoch"]
+
+
+def read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; expected the resolved config of reproduce.sh's training run")
+    return yaml.safe_load(path.read_text())
+
+
+def require_trained(train_dir: Path) -> None:
+    """Raise a one-line `UserError` unless the newest checkpoint of `train_dir` is at the run's last step."""
+    ckpt = read_checkpoint(train_dir)
+    config = ckpt["config"]
+    if ckpt["step"] < total_steps(config):
+        raise UserError(f"{ckpt['path']}: training stopped at step {ckpt['step']} of {total_steps(config)} "
+                        f"(train.max_minutes?); run the same command again to continue it")
 
 
 def cell(value: float | None) -> str:
@@ -76,10 +101,7 @@ def forward_nme(results: dict, path: Path) -> float:
 
 def summary(run: Path) -> str:
     """The Markdown summary of a finished reproduce.sh run folder."""
-    config_path = run / "train" / "config.yaml"
-    if not config_path.is_file():
-        raise UserError(f"{config_path}: file not found; expected the training run of reproduce.sh")
-    config = yaml.safe_load(config_path.read_text())
+    config = read_config(run / "train" / "config.yaml")
     objective, k = config["train"]["objective"], config["model"]["num_points"]
     mafl_path, aflw_path = run / "eval-mafl" / "results.json", run / "eval-aflw" / "results.json"
     mafl, aflw = read_json(mafl_path), read_json(aflw_path)
@@ -96,16 +118,21 @@ def summary(run: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_summary(args: argparse.Namespace) -> None:
-    text = summary(Path(args.run))
-    atomic_write(Path(args.run) / "summary.md", lambda f: f.write(text.encode()))
+def run_summary(run: Path) -> None:
+    text = summary(run)
+    atomic_write(run / "summary.md", lambda f: f.write(text.encode()))
     print(text, end="")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="the run folder of scripts/reproduce.sh")
-    return exit_code_of(run_summary, p.parse_args(argv))
+    commands = p.add_subparsers(dest="command", required=True)
+    commands.add_parser("trained", help="exit 0 if a training run reached its last step").add_argument("train_dir")
+    commands.add_parser("summary", help="print and write RUN/summary.md").add_argument("run")
+    args = p.parse_args(argv)
+    if args.command == "trained":
+        return exit_code_of(require_trained, Path(args.train_dir))
+    return exit_code_of(run_summary, Path(args.run))
 
 
 if __name__ == "__main__":
