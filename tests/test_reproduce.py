@@ -25,7 +25,7 @@ TINY = ["model.fan_init=scratch", "loss.perceptual.enabled=false", "train.max_st
 def bash(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHON=sys.executable, EXTRACT_ARGS="--workers 0 --quiet", EVAL_ARGS="--repeats 2")
     return subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
 
 
 def stages_run(stdout: str) -> list[str]:
