@@ -57,6 +57,9 @@ DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
 REFERENCE_BACKWARD_DIVISOR = 10  # the reference's hard-coded K in the backward error
 MAX_PREVIEW = 32  # at most this many preview faces are stored and drawn
 PREVIEW_MIN_SIDE = 128  # preview faces are upscaled to at least this side for drawing
+# Extraction settings that must agree between a training and a test file: (key, what it is).
+PAIR_SETTINGS = (("tight", "crop margin"), ("image_size", "crop size"), ("bn_mode", "BatchNorm mode"),
+                 ("checkpoint_sha256", "checkpoint content hash"))
 REQUIRED_KEYS = ("detected", "annotated", "names", "split", "checkpoint", "settings")
 _SPLIT_RE = re.compile(r"^([a-z0-9_]+)-(train|val|test)$")
 
@@ -259,13 +262,27 @@ def check_pair(train: Detections, test: Detections) -> str:
             f"{test.path}: K={test.k} detected points but the training file has K={train.k} "
             f"({train.path}); extract both splits with the same checkpoint"
         )
-    if train.checkpoint != test.checkpoint:
-        print(
-            f"warning: train and test detections come from different checkpoints "
-            f"({train.checkpoint!r} vs {test.checkpoint!r})",
-            file=sys.stderr,
-        )
+    check_same_settings(train, test)
     return train_set
+
+
+def check_same_settings(train: Detections, test: Detections) -> None:
+    """Refuse a pair extracted with different `PAIR_SETTINGS`: their NME would mean nothing.
+
+    A file written before a setting was stored lacks it: that gives a warning, not a refusal.
+    """
+    lacking = []
+    for key, what in PAIR_SETTINGS:
+        if key not in train.settings or key not in test.settings:
+            lacking.append(key)
+        elif train.settings[key] != test.settings[key]:
+            raise UserError(
+                f"{test.path}: {what} ({key}) is {test.settings[key]!r} but {train.settings[key]!r} in the "
+                f"training file {train.path}; extract both splits from one checkpoint with the same settings"
+            )
+    if lacking:
+        print(f"warning: {train.path} and {test.path}: cannot check that both splits used the same "
+              f"{', '.join(lacking)}: not stored in both (files from an older extract_data.py)", file=sys.stderr)
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from datasets import EVAL_SPLITS, build_eval_dataset
 from eval_regressor import save_detections
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
-from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
+from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint, load_model
 from utils.errors import UserError, exit_code_of
 from utils.geometry import heatmap_to_image_xy
 from utils.visualize import rescale_points_px
@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     image_size = args.image_size or ckpt["config"]["data"]["image_size"]
     tight = args.tight if args.tight is not None else ckpt["config"]["data"]["tight"]
-    identity = checkpoint_identity(ckpt_file)
+    checkpoint_sha256 = file_sha256(ckpt_file)
+    identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}, "
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         settings = {"data_root": str(args.data_root), "tight": tight, "image_size": image_size,
                     "bn_mode": args.bn_mode, "batch_size": args.batch_size, "num_points": model_cfg.num_points,
                     "exclude_reference_three": not args.include_reference_three, "limit": args.limit,
-                    "step": int(ckpt["step"])}
+                    "step": int(ckpt["step"]), "checkpoint_sha256": checkpoint_sha256}
         path = save_detections(out_dir / f"{split}.npz", detected_xy_px=result["detected"],
                                annotated_xy_px=result["annotated"], names=result["names"], split=split,
                                checkpoint=identity, settings=settings, preview_images=result["preview_images"])

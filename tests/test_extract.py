@@ -11,7 +11,7 @@ import extract_data
 import train
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
-from utils.checkpoint import load_model
+from utils.checkpoint import file_sha256, load_model
 from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,8 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     assert train_file.split == "mafl-train" and "sha256:" in train_file.checkpoint
     assert train_file.settings["bn_mode"] == "eval" and train_file.settings["image_size"] == 32
     assert train_file.settings["tight"] == TRAIN_TIGHT
+    assert train_file.settings["checkpoint_sha256"] == file_sha256(run_dir / "last.pt")
+    assert train_file.checkpoint.endswith("sha256:" + file_sha256(run_dir / "last.pt")[:12])
     # annotated points: the 32 px evaluation crop's points, rescaled to the 128 px scale
     crops = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=TRAIN_TIGHT)
     expected = rescale_points_px(crops[3]["points"].numpy(), (32, 32), (128, 128))
