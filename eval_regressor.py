@@ -95,6 +95,11 @@ class Detections:
     def k(self) -> int:
         return self.detected_xy_px.shape[1]
 
+    @property
+    def is_annotated(self) -> bool:
+        """False for a split without annotations (every annotated point NaN), e.g. 'folder'."""
+        return not np.isnan(self.annotated_xy_px).all()
+
 
 def _first_bad(where: str, what: str, bad: np.ndarray, names: np.ndarray, fix: str) -> None:
     """Raise a UserError naming how many images (bad: (N,) bool) have a problem, and the first one."""
@@ -127,8 +132,9 @@ def _checked(
         raise UserError(f"{where}: 'names' is {names.dtype} {names.shape}; expected str ({n},)")
     fix = "re-run extract_data.py, or check the checkpoint and annotations"
     _first_bad(where, "non-finite detected points", ~np.isfinite(detected).all(axis=(1, 2)), names, fix)
-    _first_bad(where, "non-finite annotated points", ~np.isfinite(annotated).all(axis=(1, 2)), names, fix)
-    _first_bad(where, "coinciding annotated eyes", interocular_distance(annotated) <= 0, names, fix)
+    if not np.isnan(annotated).all():  # all NaN: an unannotated split (e.g. 'folder'), for detect-style use
+        _first_bad(where, "non-finite annotated points", ~np.isfinite(annotated).all(axis=(1, 2)), names, fix)
+        _first_bad(where, "coinciding annotated eyes", interocular_distance(annotated) <= 0, names, fix)
     if not split:
         raise UserError(f"{where}: empty 'split'; expected a name such as 'mafl-train'")
     if preview_images is not None:
@@ -168,7 +174,7 @@ def save_detections(
         path: output file, conventionally `<dir>/<dataset>-<part>.npz` (e.g. mafl-train.npz).
         detected_xy_px: (N, K, 2) detected (x, y) in crop pixels at the 128-px scale, pixel centres.
         annotated_xy_px: (N, 5, 2) annotated (x, y) in the same pixels: left eye, right eye, nose,
-            left mouth corner, right mouth corner.
+            left mouth corner, right mouth corner; all NaN for a split without annotations ('folder').
         names: N image names.
         split: the split's name; eval_regressor needs '<dataset>-<part>' with part train, val or test
             (e.g. 'mafl-train', 'aflw-test'); other names (e.g. 'celeba') are stored as they are.
@@ -244,6 +250,10 @@ def load_detections(path: str | Path) -> Detections:
 
 def check_pair(train: Detections, test: Detections) -> str:
     """Check that the two files form a train/test pair of one dataset and detector; return the dataset."""
+    for det in (train, test):
+        if not det.is_annotated:
+            raise UserError(f"{det.path}: split {det.split!r} has no annotated points; the regressor needs "
+                            "annotated train and test splits (e.g. mafl-train and mafl-test)")
     train_set, train_part = parse_split(train.split, train.path)
     test_set, test_part = parse_split(test.split, test.path)
     if train_part != "train":

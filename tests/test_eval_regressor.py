@@ -71,6 +71,21 @@ def test_save_refuses_non_finite_points(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_an_unannotated_split_is_saved_but_the_regressor_refuses_it(pair, tmp_path, capsys):
+    train, _ = pair
+    folder = save_detections(tmp_path / "folder.npz", detected_xy_px=np.zeros((2, 4, 2)),
+                             annotated_xy_px=np.full((2, 5, 2), np.nan), names=["a", "b"], split="folder",
+                             checkpoint="c", settings=SETTINGS)
+    assert not load_detections(folder).is_annotated and load_detections(train).is_annotated
+    assert main(["--train", str(train), "--test", str(folder), "--no-fewshot"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "folder.npz: split 'folder' has no annotated points; the regressor needs" in err
+    partly = np.stack([FACE_XY_PX, np.full((5, 2), np.nan)])
+    with pytest.raises(UserError, match=r"non-finite annotated points in 1 of 2 images \(first: b\)"):
+        save_detections(tmp_path / "x.npz", detected_xy_px=np.zeros((2, 4, 2)), annotated_xy_px=partly,
+                        names=["a", "b"], split="mafl-test", checkpoint="c", settings={})
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 

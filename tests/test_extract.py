@@ -104,6 +104,18 @@ def test_the_whole_pipeline_prints_an_nme_table(run_dir, synthetic_root, capsys)
     assert (run_dir / "last" / "eval" / "results.md").exists()
 
 
+def test_an_image_folder_extracts_without_annotations(run_dir, synthetic_root, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("000001.jpg", "000002.jpg", "000003.jpg"):
+        (photos / name).write_bytes((synthetic_root / "Img" / "img_align_celeba" / name).read_bytes())
+    out = tmp_path / "det"
+    assert extract_data.main(["--checkpoint", str(run_dir), "--data-root", str(photos), "--splits", "folder",
+                              "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    folder = eval_regressor.load_detections(out / "folder.npz")
+    assert folder.n == 3 and not folder.is_annotated and np.isfinite(folder.detected_xy_px).all()
+
+
 def test_bad_extraction_inputs_are_one_line(run_dir, synthetic_root, tmp_path, capsys):
     assert extract_data.main(["--checkpoint", str(tmp_path), "--data-root", str(synthetic_root)]) == 2
     assert "no checkpoint in this run folder" in capsys.readouterr().err
