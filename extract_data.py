@@ -138,14 +138,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     checkpoint_sha256 = file_sha256(ckpt_file)
     identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    datasets = {split: build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
+                                          skip_bad_images=args.skip_bad_images,
+                                          exclude_reference_three=not args.include_reference_three, limit=args.limit)
+                for split in splits}  # every data root and list is checked before anything is written
     print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}, "
           f"{image_size} px crops with margin {tight}")
     written = []
-    for split in splits:
-        dataset = build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
-                                     skip_bad_images=args.skip_bad_images,
-                                     exclude_reference_three=not args.include_reference_three, limit=args.limit)
+    for split, dataset in datasets.items():  # out_dir is made with the first file written
         result = extract_points(model, dataset, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                 bn_mode=args.bn_mode, progress=not args.quiet, preview=PREVIEW_IMAGES)
         settings = {"data_root": str(args.data_root), "tight": tight, "image_size": image_size,

@@ -47,7 +47,7 @@ from model import (HEATMAP_STRIDE, AuxSource, LandmarkAutoencoder, ModelConfig, 
                    count_parameters, derangement)
 from utils.checkpoint import FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint
 from utils.config import build, load_config, merge, parse_overrides, to_dict, to_yaml
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 from utils.geometry import heatmap_to_image_xy
 from utils.metrics import nme, regress_points
 from utils.sampler import ResumableBatchSampler, batches_per_pass
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():
