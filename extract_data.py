@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -38,11 +39,26 @@ EVAL_SCALE = 128  # saved points are in crop pixels of a 128 x 128 crop, whateve
 PREVIEW_IMAGES = 16
 
 
-def resolve_device(name: str) -> torch.device:
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def resolve_device(name: str, key: str = "--device") -> torch.device:
+    """The torch device named `name` (auto, cpu, cuda, cuda:N, mps), checked to exist on this machine.
+
+    key: the option or config key that gave the name, for the one-line error.
+    """
+    if not DEVICE_NAME.fullmatch(name):
+        raise UserError(f"{key} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{key} {name!r}: CUDA is not available on this machine; use cpu or auto")
+        count = torch.cuda.device_count()
+        if int(name.partition(":")[2] or 0) >= count:
+            raise UserError(f"{key} {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{key} {name!r}: MPS is not available on this machine; use cpu or auto")
     return torch.device(name)
 
 
@@ -127,8 +143,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     unknown = [s for s in splits if s not in EVAL_SPLITS]
     if unknown or not splits:
         raise UserError(f"--splits {args.splits!r}: unknown split(s) {unknown}; expected some of {', '.join(EVAL_SPLITS)}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: expected >= 1")
+    for flag, value, minimum in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                                 ("--tight", args.tight, 0), ("--image-size", args.image_size, 1),
+                                 ("--limit", args.limit, 1)):
+        if value is not None and value < minimum:
+            raise UserError(f"{flag} {value}: expected >= {minimum}")
     device = resolve_device(args.device)
     cv2.setNumThreads(1)  # an OpenCV thread pool does not survive fork() into the loader workers
     ckpt_file = find_checkpoint(args.checkpoint)

@@ -81,3 +81,78 @@ def test_a_truncated_jpeg_read_in_a_loader_worker_stops_training_with_its_own_li
     argv = CONFIG + tiny_train_overrides(broken_celeba, tmp_path / "runs", 3) + [
         "data.num_workers=1", "validation.enabled=false", "train.batch_size=108"]  # one batch: every image
     assert_one_line_error(train.main(argv), capsys, "000005.jpg: truncated JPEG")
+
+
+# --- bad values, before anything is written ----------------------------------------------------
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("runtime.device=gpu", "runtime.device 'gpu': expected auto, cpu, cuda, cuda:N or mps"),
+    ("runtime.device=cuda:7" if torch.cuda.is_available() else "runtime.device=cuda",
+     "runtime.device 'cuda" + (":7': this machine has" if torch.cuda.is_available() else "': CUDA is not available")),
+    ("model.num_points=-3", "config key 'model.num_points': expected >= 1, got -3"),
+    ("train.lr_fan=-1", "config key 'train.lr_fan': expected > 0, got -1.0"),
+])
+def test_bad_training_values_stop_with_one_line_and_no_run_folder(synthetic_root, tmp_path, capsys, override, fragment):
+    out = tmp_path / "runs"
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, out, 2) + [override])
+    assert_one_line_error(rc, capsys, fragment)
+    assert not out.exists()
+
+
+def test_tensorboard_missing_is_found_before_the_run_folder_is_made(synthetic_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
+    run_dir = tmp_path / "run"
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 2) + [
+        "log.tensorboard=true", f"log.run_dir={run_dir}"])
+    assert_one_line_error(rc, capsys, "log.tensorboard=true needs the tensorboard package: pip install tensorboard")
+    assert not run_dir.exists()
+
+
+def test_a_run_folder_left_without_a_checkpoint_can_be_used_again(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("from a start that failed\n")
+    (run_dir / "log.jsonl").write_text('{"step": 1, "event": "from a start that failed"}\n')
+    assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 2) + [
+        f"log.run_dir={run_dir}", "validation.enabled=false", "log.log_every=1"]) == 0
+    log = (run_dir / "log.jsonl").read_text()
+    assert "failed" not in log and (run_dir / "last.pt").exists()
+
+
+def test_resume_refuses_an_override_that_changes_the_model(checkpoint, capsys):
+    rc = train.main(["--resume", str(checkpoint.parent), "model.num_points=5"])
+    assert_one_line_error(rc, capsys, "model.num_points=5: ", "was trained with model.num_points=10")
+
+
+def test_resume_refuses_a_config_file(checkpoint, capsys):
+    rc = train.main(["--resume", str(checkpoint.parent), "--config", "configs/celeba.yaml"])
+    assert_one_line_error(rc, capsys, "drop --config configs/celeba.yaml")
+
+
+@pytest.mark.parametrize("option, fragment", [(["--device", "gpu"], "--device 'gpu': expected auto, cpu"),
+                                              (["--workers", "-1"], "--workers -1: expected >= 0"),
+                                              (["--tight", "-5"], "--tight -5: expected >= 0")])
+def test_bad_extraction_flags_stop_with_one_line(checkpoint, synthetic_root, tmp_path, capsys, option, fragment):
+    out = tmp_path / "det"
+    rc = extract_data.main(["--checkpoint", str(checkpoint), "--data-root", str(synthetic_root), "--out", str(out),
+                            "--quiet", *option])
+    assert_one_line_error(rc, capsys, fragment)
+    assert not out.exists()
+
+
+def test_extraction_checks_the_data_root_before_making_its_output_folder(checkpoint, tmp_path, capsys):
+    out = tmp_path / "det"
+    rc = extract_data.main(["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "nowhere"),
+                            "--out", str(out), "--quiet"])
+    assert_one_line_error(rc, capsys, "nowhere")
+    assert not out.exists()
+
+
+def test_extraction_skips_and_counts_a_truncated_jpeg_when_asked(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "det"
+    with pytest.warns(UserWarning, match=r"1 of 4 images do not decode \(first: .*000003\.jpg\)"):
+        rc = extract_data.main(["--checkpoint", str(checkpoint), "--data-root", str(photos), "--splits", "folder",
+                                "--out", str(out), "--workers", "0", "--quiet", "--skip-bad-images"])
+    assert rc == 0
+    assert list(eval_regressor.load_detections(out / "folder.npz").names) == ["000001.jpg", "000002.jpg", "000004.jpg"]
