@@ -156,3 +156,26 @@ def test_extraction_skips_and_counts_a_truncated_jpeg_when_asked(checkpoint, pho
                                 "--out", str(out), "--workers", "0", "--quiet", "--skip-bad-images"])
     assert rc == 0
     assert list(eval_regressor.load_detections(out / "folder.npz").names) == ["000001.jpg", "000002.jpg", "000004.jpg"]
+
+
+# --- detect.py ---------------------------------------------------------------------------------
+
+
+def test_detect_keeps_the_rows_of_images_done_before_a_bad_one(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "detect"
+    rc = detect.main(["--checkpoint", str(checkpoint), str(photos), "--out", str(out), "--batch-size", "1", "--quiet"])
+    assert_one_line_error(rc, capsys, "000003.jpg: truncated JPEG")
+    lines = (out / "landmarks.csv").read_text().splitlines()
+    assert lines[0] == "image,landmark,x,y" and len(lines) == 1 + 2 * 10
+    assert {line.split(",")[0] for line in lines[1:]} == {str(photos / "000001.jpg"), str(photos / "000002.jpg")}
+
+
+def test_detect_skips_and_counts_bad_images_when_asked(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "detect"
+    with pytest.warns(UserWarning, match=r"skipped 1 of 4 images that do not decode \(first: .*000003\.jpg\)"):
+        rc = detect.main(["--checkpoint", str(checkpoint), str(photos), "--out", str(out), "--batch-size", "2",
+                          "--quiet", "--skip-bad-images"])
+    assert rc == 0
+    lines = (out / "landmarks.csv").read_text().splitlines()
+    assert len(lines) == 1 + 3 * 10 and "skipped 1 bad images" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.png")) == [f"00000{i}_landmarks.png" for i in (1, 2, 4)]
