@@ -2,7 +2,7 @@
 
     python train.py --config configs/celeba.yaml data.root=/data/celeba [section.key=value ...]
     python train.py --resume runs/celeba-20261121-120000          # continue exactly where it stopped
-    torchrun --nproc_per_node 4 train.py --config configs/celeba.yaml data.root=/data/celeba
+    torchrun --standalone --nproc_per_node 4 train.py --config configs/celeba.yaml data.root=/data/celeba
 
 Everything a run writes goes to `runs/<name>-<date>-<time>/`: config.yaml, log.jsonl (one JSON
 record per log step and per validation), PNG grids of landmarks and reconstructions, and
