@@ -2,7 +2,7 @@
 
     python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl
     python eval_regressor.py --train mafl-train.npz --test mafl-test.npz --mode both --repeats 10
-    python eval_regressor.py --dir runs/x/detections-last --dataset mafl \
+    python eval_regressor.py --dir runs/x/detections-last --dataset mafl \\
         --compare "untrained detector=runs/x/detections-init"
 
 Reads the per-split `.npz` files written by extract_data.py (`save_detections` below defines the
@@ -355,7 +355,7 @@ class EvalConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("inputs (either --train/--test or --dir/--dataset)")
     src.add_argument("--train", type=Path, help="detections .npz of the training split (regressor fit)")
     src.add_argument("--test", type=Path, help="detections .npz of the test split (NME is reported on it)")

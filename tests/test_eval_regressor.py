@@ -342,3 +342,12 @@ def test_default_sizes_leave_out_those_larger_than_the_train_split_but_given_siz
     capsys.readouterr()
     assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--sizes", "1,100"]) == 2
     assert "few-shot sizes [100] exceed its 30 training images" in capsys.readouterr().err
+
+
+def test_help_gives_the_usage_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl\n" in text
+    assert ('python eval_regressor.py --dir runs/x/detections-last --dataset mafl \\\n'
+            '        --compare "untrained detector=runs/x/detections-init"') in text
