@@ -179,3 +179,28 @@ def test_detect_skips_and_counts_bad_images_when_asked(checkpoint, photos, tmp_p
     lines = (out / "landmarks.csv").read_text().splitlines()
     assert len(lines) == 1 + 3 * 10 and "skipped 1 bad images" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.png")) == [f"00000{i}_landmarks.png" for i in (1, 2, 4)]
+
+
+def test_tensorboard_gets_the_scalars_and_the_picture_grids(synthetic_root, tmp_path, monkeypatch):
+    logged = {"scalars": [], "images": []}
+
+    class FakeWriter:  # tensorboard is optional and not installed in CI
+        def __init__(self, folder):
+            logged["folder"] = folder
+
+        def add_scalar(self, key, value, step):
+            logged["scalars"].append((key, step))
+
+        def add_image(self, key, image, step, dataformats):
+            logged["images"].append((key, image.shape, image.dtype, step, dataformats))
+
+        def close(self):
+            logged["closed"] = True
+
+    monkeypatch.setattr(train, "import_summary_writer", lambda: FakeWriter)
+    assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 2) + [
+        "log.tensorboard=true", "log.image_every=2", "log.log_every=1", "validation.enabled=false"]) == 0
+    assert logged["folder"].name == "tensorboard" and logged["closed"]
+    assert ("total", 2) in logged["scalars"]
+    ((key, shape, dtype, step, dataformats),) = logged["images"]
+    assert (key, step, dataformats, dtype, shape[2]) == ("train_grid", 2, "HWC", "uint8", 3)
