@@ -1,4 +1,4 @@
-"""Run a trained detector over evaluation splits and save the points (reference-spec.md section 5.1).
+"""Run a trained detector over evaluation splits and save the points for eval_regressor.py.
 
     python extract_data.py --checkpoint runs/celeba-20261121-120000 --data-root /data/celeba \\
         --splits mafl-train,mafl-test

@@ -92,10 +92,11 @@ def test_a_truncated_jpeg_read_in_a_loader_worker_stops_training_with_its_own_li
      "runtime.device 'cuda" + (":7': this machine has" if torch.cuda.is_available() else "': CUDA is not available")),
     ("model.num_points=-3", "config key 'model.num_points': expected >= 1, got -3"),
     ("train.lr_fan=-1", "config key 'train.lr_fan': expected > 0, got -1.0"),
+    ("loss.perceptual.enabled=true loss.perceptual.weights=/nowhere/vgg16.pth", "/nowhere/vgg16.pth"),
 ])
 def test_bad_training_values_stop_with_one_line_and_no_run_folder(synthetic_root, tmp_path, capsys, override, fragment):
     out = tmp_path / "runs"
-    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, out, 2) + [override])
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, out, 2) + override.split())
     assert_one_line_error(rc, capsys, fragment)
     assert not out.exists()
 
