@@ -205,6 +205,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
         if args.config:
             raise UserError(f"--resume {args.resume} takes its config from the checkpoint; drop --config {args.config} "
                             "(overrides such as train.epochs=40 still apply)")
+        if is_run_dir_without_checkpoint(Path(args.resume)):
+            raise UserError(f"{args.resume}: this run stopped before its first checkpoint, so there is nothing to "
+                            f"resume; start it again with --config FILE log.run_dir={args.resume}")
         ckpt = read_checkpoint(args.resume)
         overrides = parse_overrides(args.overrides)
         check_model_unchanged(ckpt["config"].get("model", {}), overrides.get("model", {}), ckpt["path"])
@@ -251,11 +254,20 @@ def import_summary_writer() -> type:
     return SummaryWriter
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "last.pt").exists() or bool(step_checkpoints(run_dir))
+
+
+def is_run_dir_without_checkpoint(path: Path) -> bool:
+    """Whether `path` is a run folder that a run left before its first checkpoint (config.yaml only)."""
+    return path.is_dir() and (path / "config.yaml").is_file() and not has_checkpoint(path)
+
+
 def new_run_dir(cfg: TrainConfig, d: Dist) -> Path:
     """The folder of a new run; log.run_dir may name one that a failed start left without a checkpoint."""
     if cfg.log.run_dir:
         run_dir = Path(cfg.log.run_dir)
-        if run_dir.is_dir() and ((run_dir / "last.pt").exists() or step_checkpoints(run_dir)):
+        if run_dir.is_dir() and has_checkpoint(run_dir):
             raise UserError(f"log.run_dir={run_dir} already holds a run; continue it with --resume {run_dir}")
         return run_dir
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]

@@ -110,11 +110,13 @@ def test_tensorboard_missing_is_found_before_the_run_folder_is_made(synthetic_ro
     assert not run_dir.exists()
 
 
-def test_a_run_folder_left_without_a_checkpoint_can_be_used_again(synthetic_root, tmp_path):
+def test_a_run_folder_left_without_a_checkpoint_can_be_used_again(synthetic_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("from a start that failed\n")
     (run_dir / "log.jsonl").write_text('{"step": 1, "event": "from a start that failed"}\n')
+    assert_one_line_error(train.main(["--resume", str(run_dir)]), capsys, "stopped before its first checkpoint",
+                          f"start it again with --config FILE log.run_dir={run_dir}")
     assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 2) + [
         f"log.run_dir={run_dir}", "validation.enabled=false", "log.log_every=1"]) == 0
     log = (run_dir / "log.jsonl").read_text()
