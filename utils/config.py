@@ -248,21 +248,21 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars and lists are YAML too
 
 
-def commented_yaml(config: Any, keys: dict[str, Key]) -> str:
-    """The config as YAML that `load_config` reads back, each key followed by a comment from `keys`."""
-    values, annotations = flat_values(config), dict(leaf_fields(type(config)))
-    lines, open_sections = [], []
-    for name, value in values.items():
-        *sections, leaf = name.split(".")
-        common = 0
-        while common < min(len(sections), len(open_sections)) and sections[common] == open_sections[common]:
-            common += 1
-        for depth in range(common, len(sections)):
-            lines.append("  " * depth + sections[depth] + ":")
-        open_sections = sections
+def commented_yaml(config: Any, keys: dict[str, Key], prefix: str = "") -> str:
+    """The config as YAML that `load_config` reads back, each key followed by a comment from `keys`:
+    ``  num_points: 10  # number of landmarks K [int >= 1]``."""
+    indent = "  " * prefix.count(".")
+    hints = typing.get_type_hints(type(config))
+    lines = []
+    for f in dataclasses.fields(config):
+        value, name = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:\n" + commented_yaml(value, keys, name + ".").rstrip("\n"))
+            continue
         key = keys.get(name)
-        comment = f"{key.help} " if key else ""
-        lines.append("  " * len(sections) + f"{leaf}: {_yaml_value(value)}  # {comment}[{allowed_text(annotations[name], key)}]")
+        plain = list(value) if isinstance(value, tuple) else value
+        help_text = f"{key.help} " if key else ""
+        lines.append(f"{indent}{f.name}: {_yaml_value(plain)}  # {help_text}[{allowed_text(hints[f.name], key)}]")
     return "\n".join(lines) + "\n"
 
 
