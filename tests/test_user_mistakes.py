@@ -207,3 +207,18 @@ def test_tensorboard_gets_the_scalars_and_the_picture_grids(synthetic_root, tmp_
     assert ("total", 2) in logged["scalars"]
     ((key, shape, dtype, step, dataformats),) = logged["images"]
     assert (key, step, dataformats, dtype, shape[2]) == ("train_grid", 2, "HWC", "uint8", 3)
+
+
+# --- eval_regressor.py -------------------------------------------------------------------------
+
+
+def test_splits_extracted_with_different_margins_are_not_evaluated_together(checkpoint, synthetic_root, tmp_path,
+                                                                            capsys):
+    common = ["--checkpoint", str(checkpoint), "--data-root", str(synthetic_root), "--out", str(tmp_path / "det"),
+              "--workers", "0", "--quiet"]
+    assert extract_data.main(common + ["--splits", "mafl-train"]) == 0
+    assert extract_data.main(common + ["--splits", "mafl-test", "--tight", "70"]) == 0
+    capsys.readouterr()
+    rc = eval_regressor.main(["--dir", str(tmp_path / "det"), "--dataset", "mafl", "--no-fewshot"])
+    assert_one_line_error(rc, capsys, "mafl-test.npz: crop margin (tight) is 70 but 20 in the training file")
+    assert not (tmp_path / "det" / "eval").exists()
