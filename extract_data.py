@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     image_size = args.image_size or ckpt["config"]["data"]["image_size"]
     tight = args.tight if args.tight is not None else ckpt["config"]["data"]["tight"]
+    multiple = 4 * 2 ** model_cfg.hourglass_depth  # the hourglass halves the heatmap hourglass_depth times
+    if image_size % multiple:
+        raise UserError(f"--image-size {image_size}: expected a multiple of {multiple} for this checkpoint "
+                        f"(4 times 2^model.hourglass_depth, {model_cfg.hourglass_depth})")
     checkpoint_sha256 = file_sha256(ckpt_file)
     identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"

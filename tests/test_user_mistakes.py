@@ -135,7 +135,8 @@ def test_resume_refuses_a_config_file(checkpoint, capsys):
 
 @pytest.mark.parametrize("option, fragment", [(["--device", "gpu"], "--device 'gpu': expected auto, cpu"),
                                               (["--workers", "-1"], "--workers -1: expected >= 0"),
-                                              (["--tight", "-5"], "--tight -5: expected >= 0")])
+                                              (["--tight", "-5"], "--tight -5: expected >= 0"),
+                                              (["--image-size", "24"], "--image-size 24: expected a multiple of 16")])
 def test_bad_extraction_flags_stop_with_one_line(checkpoint, synthetic_root, tmp_path, capsys, option, fragment):
     out = tmp_path / "det"
     rc = extract_data.main(["--checkpoint", str(checkpoint), "--data-root", str(synthetic_root), "--out", str(out),
