@@ -8,7 +8,9 @@ writes `<out>/<stem>_landmarks.png`: the image at its original resolution with t
 landmarks drawn, landmark k always in the same colour (`utils.visualize.distinct_colors(K)[k]`).
 Images sharing a stem get their path instead (`a__1.jpg_landmarks.png` for a/1.jpg). One CSV,
 `<out>/landmarks.csv`, holds `image,landmark,x,y`: K rows per image, (x, y) in pixels of the
-ORIGINAL image with the pixel-centre convention (the centre of the top-left pixel is (0, 0)).
+ORIGINAL image with the pixel-centre convention (the centre of the top-left pixel is (0, 0)). It is
+written batch by batch, so the rows of finished images survive a crash or a bad image; with
+`--skip-bad-images` images that do not decode (or are truncated) are skipped and counted.
 
 The detector sees a square crop resized to the size it was trained at (S, from the checkpoint):
 - `centre` (default): the centred square of side min(width, height); the aspect is kept.
@@ -32,6 +34,7 @@ import argparse
 import csv
 import os
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.records import read_image_rgb
+from datasets.records import SkippedDataWarning, read_image_rgb
 from datasets.transforms import image_to_chw_float
 from extract_data import resolve_device
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
@@ -93,6 +96,14 @@ def crop_box(image_wh: tuple[int, int], mode: str, box: Box | None = None) -> Bo
         raise UserError(f"--box {','.join(map(str, box))} reaches outside the {width}x{height} image; "
                         "expected x1 <= width and y1 <= height")
     return box
+
+
+def image_crop_box(image: np.ndarray, mode: str, box: Box | None, path: Path) -> Box:
+    """`crop_box` of an (H, W, 3) image; a box outside it raises a UserError naming the file."""
+    try:
+        return crop_box((image.shape[1], image.shape[0]), mode, box)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def crop_for_model(image: np.ndarray, box: Box, size: int) -> np.ndarray:
@@ -166,12 +177,22 @@ def marker_radius(image_wh: tuple[int, int]) -> int:
     return max(2, round(max(image_wh) / 128))
 
 
-def write_csv(path: Path, rows: list[tuple[str, int, float, float]]) -> None:
-    """landmarks.csv: a header, then (image, landmark, x, y) rows with 3 decimals."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(CSV_FIELDS)
-        writer.writerows((image, k, f"{x:.3f}", f"{y:.3f}") for image, k, x, y in rows)
+def csv_rows(image: str, points_xy: np.ndarray) -> list[tuple[str, int, str, str]]:
+    """landmarks.csv rows of one image: (image, landmark k, x, y) for each of its (K, 2) points, 3 decimals."""
+    return [(image, k, f"{x:.3f}", f"{y:.3f}") for k, (x, y) in enumerate(points_xy)]
+
+
+def read_images(paths: Sequence[Path], skip_bad_images: bool) -> tuple[list[tuple[int, np.ndarray]], list[Path]]:
+    """([(position in paths, (H, W, 3) RGB image)], [paths skipped]); a bad image raises unless skipping."""
+    images, skipped = [], []
+    for i, path in enumerate(paths):
+        try:
+            images.append((i, read_image_rgb(path)))
+        except UserError:
+            if not skip_bad_images:
+                raise
+            skipped.append(path)
+    return images, skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16,
                    help="images per forward pass (default: %(default)s); lower it if memory runs out. "
                         "Results do not depend on it (eval-mode BatchNorm)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip images that do not decode or are truncated (counted and reported) instead of stopping; "
+                        "without it the CSV keeps the rows of the images done before the bad one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -236,29 +260,34 @@ def run(args: argparse.Namespace) -> Path:
     print(f"checkpoint {checkpoint_identity(ckpt_file)} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}; "
           f"{len(paths)} images, crop {mode} resized to {size}x{size}")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, int, float, float]] = []
-    bar = tqdm(total=len(paths), desc="detect", unit="image", disable=args.quiet or len(paths) < 2, leave=False)
-    for start in range(0, len(paths), args.batch_size):
-        batch = list(zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]))
-        images = [read_image_rgb(path) for path, _ in batch]
-        boxes = []
-        for (path, _), image in zip(batch, images):
-            try:
-                boxes.append(crop_box((image.shape[1], image.shape[0]), mode, box))
-            except UserError as exc:
-                raise UserError(f"{path}: {exc}") from None
-        crop_points = detect_crops(model, [crop_for_model(im, b, size) for im, b in zip(images, boxes)], device)
-        for (path, stem), image, image_box, points in zip(batch, images, boxes, crop_points):
-            points_xy = crop_to_image_xy(points, image_box, size)  # (K, 2) original-image pixels
-            rows.extend((str(path), k, float(x), float(y)) for k, (x, y) in enumerate(points_xy))
-            radius = marker_radius((image.shape[1], image.shape[0]))
-            save_png(args.out / f"{stem}_landmarks.png", draw_points(image, points_xy, colors, radius=radius))
-        bar.update(len(batch))
-    bar.close()
     csv_path = args.out / "landmarks.csv"
-    write_csv(csv_path, rows)
-    print(f"wrote {csv_path} ({len(rows)} rows, K={model_cfg.num_points} per image) "
-          f"and {len(paths)} PNGs to {args.out}")
+    skipped: list[Path] = []
+    bar = tqdm(total=len(paths), desc="detect", unit="image", disable=args.quiet or len(paths) < 2, leave=False)
+    with open(csv_path, "w", newline="", encoding="utf-8") as csv_file:  # rows are flushed batch by batch
+        rows = csv.writer(csv_file, lineterminator="\n")
+        rows.writerow(CSV_FIELDS)
+        for start in range(0, len(paths), args.batch_size):
+            batch_paths = paths[start:start + args.batch_size]
+            images, bad = read_images(batch_paths, args.skip_bad_images)
+            skipped += bad
+            boxes = [image_crop_box(image, mode, box, batch_paths[i]) for i, image in images]
+            crops = [crop_for_model(image, b, size) for (_, image), b in zip(images, boxes)]
+            crop_points = detect_crops(model, crops, device) if crops else []
+            for (i, image), image_box, points in zip(images, boxes, crop_points):
+                points_xy = crop_to_image_xy(points, image_box, size)  # (K, 2) original-image pixels
+                rows.writerows(csv_rows(str(batch_paths[i]), points_xy))
+                radius = marker_radius((image.shape[1], image.shape[0]))
+                save_png(args.out / f"{stems[start + i]}_landmarks.png",
+                         draw_points(image, points_xy, colors, radius=radius))
+            csv_file.flush()
+            bar.update(len(batch_paths))
+    bar.close()
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} of {len(paths)} images that do not decode (first: {skipped[0]})",
+                      SkippedDataWarning, stacklevel=2)
+    done = len(paths) - len(skipped)
+    print(f"wrote {csv_path} ({done * model_cfg.num_points} rows, K={model_cfg.num_points} per image) "
+          f"and {done} PNGs to {args.out}" + (f"; skipped {len(skipped)} bad images" if skipped else ""))
     return csv_path
 
 

@@ -2,7 +2,7 @@
 
     python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl
     python eval_regressor.py --train mafl-train.npz --test mafl-test.npz --mode both --repeats 10
-    python eval_regressor.py --dir runs/x/detections-last --dataset mafl \
+    python eval_regressor.py --dir runs/x/detections-last --dataset mafl \\
         --compare "untrained detector=runs/x/detections-init"
 
 Reads the per-split `.npz` files written by extract_data.py (`save_detections` below defines the
@@ -59,6 +59,9 @@ DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
 REFERENCE_BACKWARD_DIVISOR = 10  # the reference's hard-coded K in the backward error
 MAX_PREVIEW = 32  # at most this many preview faces are stored and drawn
 PREVIEW_MIN_SIDE = 128  # preview faces are upscaled to at least this side for drawing
+# Extraction settings that must agree between a training and a test file: (key, what it is).
+PAIR_SETTINGS = (("tight", "crop margin"), ("image_size", "crop size"), ("bn_mode", "BatchNorm mode"),
+                 ("checkpoint_sha256", "checkpoint content hash"))
 REQUIRED_KEYS = ("detected", "annotated", "names", "split", "checkpoint", "settings")
 _SPLIT_RE = re.compile(r"^([a-z0-9_]+)-(train|val|test)$")
 
@@ -94,6 +97,11 @@ class Detections:
     def k(self) -> int:
         return self.detected_xy_px.shape[1]
 
+    @property
+    def is_annotated(self) -> bool:
+        """False for a split without annotations (every annotated point NaN), e.g. 'folder'."""
+        return not np.isnan(self.annotated_xy_px).all()
+
 
 def _first_bad(where: str, what: str, bad: np.ndarray, names: np.ndarray, fix: str) -> None:
     """Raise a UserError naming how many images (bad: (N,) bool) have a problem, and the first one."""
@@ -126,8 +134,9 @@ def _checked(
         raise UserError(f"{where}: 'names' is {names.dtype} {names.shape}; expected str ({n},)")
     fix = "re-run extract_data.py, or check the checkpoint and annotations"
     _first_bad(where, "non-finite detected points", ~np.isfinite(detected).all(axis=(1, 2)), names, fix)
-    _first_bad(where, "non-finite annotated points", ~np.isfinite(annotated).all(axis=(1, 2)), names, fix)
-    _first_bad(where, "coinciding annotated eyes", interocular_distance(annotated) <= 0, names, fix)
+    if not np.isnan(annotated).all():  # all NaN: an unannotated split (e.g. 'folder'), for detect-style use
+        _first_bad(where, "non-finite annotated points", ~np.isfinite(annotated).all(axis=(1, 2)), names, fix)
+        _first_bad(where, "coinciding annotated eyes", interocular_distance(annotated) <= 0, names, fix)
     if not split:
         raise UserError(f"{where}: empty 'split'; expected a name such as 'mafl-train'")
     if preview_images is not None:
@@ -167,7 +176,7 @@ def save_detections(
         path: output file, conventionally `<dir>/<dataset>-<part>.npz` (e.g. mafl-train.npz).
         detected_xy_px: (N, K, 2) detected (x, y) in crop pixels at the 128-px scale, pixel centres.
         annotated_xy_px: (N, 5, 2) annotated (x, y) in the same pixels: left eye, right eye, nose,
-            left mouth corner, right mouth corner.
+            left mouth corner, right mouth corner; all NaN for a split without annotations ('folder').
         names: N image names.
         split: the split's name; eval_regressor needs '<dataset>-<part>' with part train, val or test
             (e.g. 'mafl-train', 'aflw-test'); other names (e.g. 'celeba') are stored as they are.
@@ -243,6 +252,10 @@ def load_detections(path: str | Path) -> Detections:
 
 def check_pair(train: Detections, test: Detections) -> str:
     """Check that the two files form a train/test pair of one dataset and detector; return the dataset."""
+    for det in (train, test):
+        if not det.is_annotated:
+            raise UserError(f"{det.path}: split {det.split!r} has no annotated points; the regressor needs "
+                            "annotated train and test splits (e.g. mafl-train and mafl-test)")
     train_set, train_part = parse_split(train.split, train.path)
     test_set, test_part = parse_split(test.split, test.path)
     if train_part != "train":
@@ -261,13 +274,27 @@ def check_pair(train: Detections, test: Detections) -> str:
             f"{test.path}: K={test.k} detected points but the training file has K={train.k} "
             f"({train.path}); extract both splits with the same checkpoint"
         )
-    if train.checkpoint != test.checkpoint:
-        print(
-            f"warning: train and test detections come from different checkpoints "
-            f"({train.checkpoint!r} vs {test.checkpoint!r})",
-            file=sys.stderr,
-        )
+    check_same_settings(train, test)
     return train_set
+
+
+def check_same_settings(train: Detections, test: Detections) -> None:
+    """Refuse a pair extracted with different `PAIR_SETTINGS`: their NME would mean nothing.
+
+    A file written before a setting was stored lacks it: that gives a warning, not a refusal.
+    """
+    lacking = []
+    for key, what in PAIR_SETTINGS:
+        if key not in train.settings or key not in test.settings:
+            lacking.append(key)
+        elif train.settings[key] != test.settings[key]:
+            raise UserError(
+                f"{test.path}: {what} ({key}) is {test.settings[key]!r} but {train.settings[key]!r} in the "
+                f"training file {train.path}; extract both splits from one checkpoint with the same settings"
+            )
+    if lacking:
+        print(f"warning: {train.path} and {test.path}: cannot check that both splits used the same "
+              f"{', '.join(lacking)}: not stored in both (files from an older extract_data.py)", file=sys.stderr)
 
 
 @dataclass(frozen=True, eq=False)
@@ -330,7 +357,7 @@ class EvalConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("inputs (either --train/--test or --dir/--dataset)")
     src.add_argument("--train", type=Path, help="detections .npz of the training split (regressor fit)")
     src.add_argument("--test", type=Path, help="detections .npz of the test split (NME is reported on it)")

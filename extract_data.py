@@ -1,4 +1,4 @@
-"""Run a trained detector over evaluation splits and save the points (reference-spec.md section 5.1).
+"""Run a trained detector over evaluation splits and save the points for eval_regressor.py.
 
     python extract_data.py --checkpoint runs/celeba-20261121-120000 --data-root /data/celeba \\
         --splits mafl-train,mafl-test
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from datasets import EVAL_SPLITS, build_eval_dataset
 from eval_regressor import save_detections
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
-from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
+from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint, load_model
 from utils.errors import UserError, exit_code_of
 from utils.geometry import heatmap_to_image_xy
 from utils.visualize import rescale_points_px
@@ -38,11 +39,26 @@ EVAL_SCALE = 128  # saved points are in crop pixels of a 128 x 128 crop, whateve
 PREVIEW_IMAGES = 16
 
 
-def resolve_device(name: str) -> torch.device:
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def resolve_device(name: str, key: str = "--device") -> torch.device:
+    """The torch device named `name` (auto, cpu, cuda, cuda:N, mps), checked to exist on this machine.
+
+    key: the option or config key that gave the name, for the one-line error.
+    """
+    if not DEVICE_NAME.fullmatch(name):
+        raise UserError(f"{key} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{key} {name!r}: CUDA is not available on this machine; use cpu or auto")
+        count = torch.cuda.device_count()
+        if int(name.partition(":")[2] or 0) >= count:
+            raise UserError(f"{key} {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{key} {name!r}: MPS is not available on this machine; use cpu or auto")
     return torch.device(name)
 
 
@@ -127,30 +143,38 @@ def run(args: argparse.Namespace) -> list[Path]:
     unknown = [s for s in splits if s not in EVAL_SPLITS]
     if unknown or not splits:
         raise UserError(f"--splits {args.splits!r}: unknown split(s) {unknown}; expected some of {', '.join(EVAL_SPLITS)}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: expected >= 1")
+    for flag, value, minimum in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                                 ("--tight", args.tight, 0), ("--image-size", args.image_size, 1),
+                                 ("--limit", args.limit, 1)):
+        if value is not None and value < minimum:
+            raise UserError(f"{flag} {value}: expected >= {minimum}")
     device = resolve_device(args.device)
     cv2.setNumThreads(1)  # an OpenCV thread pool does not survive fork() into the loader workers
     ckpt_file = find_checkpoint(args.checkpoint)
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     image_size = args.image_size or ckpt["config"]["data"]["image_size"]
     tight = args.tight if args.tight is not None else ckpt["config"]["data"]["tight"]
-    identity = checkpoint_identity(ckpt_file)
+    multiple = 4 * 2 ** model_cfg.hourglass_depth  # the hourglass halves the heatmap hourglass_depth times
+    if image_size % multiple:
+        raise UserError(f"--image-size {image_size}: expected a multiple of {multiple} for this checkpoint "
+                        f"(4 times 2^model.hourglass_depth, {model_cfg.hourglass_depth})")
+    checkpoint_sha256 = file_sha256(ckpt_file)
+    identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    datasets = {split: build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
+                                          skip_bad_images=args.skip_bad_images,
+                                          exclude_reference_three=not args.include_reference_three, limit=args.limit)
+                for split in splits}  # every data root and list is checked before anything is written
     print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}, "
           f"{image_size} px crops with margin {tight}")
     written = []
-    for split in splits:
-        dataset = build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
-                                     skip_bad_images=args.skip_bad_images,
-                                     exclude_reference_three=not args.include_reference_three, limit=args.limit)
+    for split, dataset in datasets.items():  # out_dir is made with the first file written
         result = extract_points(model, dataset, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                 bn_mode=args.bn_mode, progress=not args.quiet, preview=PREVIEW_IMAGES)
         settings = {"data_root": str(args.data_root), "tight": tight, "image_size": image_size,
                     "bn_mode": args.bn_mode, "batch_size": args.batch_size, "num_points": model_cfg.num_points,
                     "exclude_reference_three": not args.include_reference_three, "limit": args.limit,
-                    "step": int(ckpt["step"])}
+                    "step": int(ckpt["step"]), "checkpoint_sha256": checkpoint_sha256}
         path = save_detections(out_dir / f"{split}.npz", detected_xy_px=result["detected"],
                                annotated_xy_px=result["annotated"], names=result["names"], split=split,
                                checkpoint=identity, settings=settings, preview_images=result["preview_images"])

@@ -1,8 +1,8 @@
-"""Train the landmark detector and generator (reference-spec.md sections 3.2-3.5).
+"""Train the landmark detector and generator (the paper's inter- and intra-subject objective).
 
     python train.py --config configs/celeba.yaml data.root=/data/celeba [section.key=value ...]
     python train.py --resume runs/celeba-20261121-120000          # continue exactly where it stopped
-    torchrun --nproc_per_node 4 train.py --config configs/celeba.yaml data.root=/data/celeba
+    torchrun --standalone --nproc_per_node 4 train.py --config configs/celeba.yaml data.root=/data/celeba
 
 Everything a run writes goes to `runs/<name>-<date>-<time>/`: config.yaml, log.jsonl (one JSON
 record per log step and per validation), PNG grids of landmarks and reconstructions, and
@@ -12,6 +12,7 @@ step, data order and RNG, so a resumed run ends with the same weights as an unin
 A non-finite loss stops the run naming the step; Ctrl-C saves a checkpoint first.
 `train.max_minutes=55` gives one invocation a wall-time budget: when it is spent the run validates,
 saves and stops, and `--resume` continues it.
+`python train.py --print-config` prints every config key with its default, what it accepts and what it does.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ from extract_data import extract_points, resolve_device
 from losses import build_reconstruction_loss, equivariance_loss, separation_loss
 from model import (HEATMAP_STRIDE, AuxSource, LandmarkAutoencoder, ModelConfig, Objective, build_model,
                    count_parameters, derangement)
-from utils.checkpoint import FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint
-from utils.config import build, load_config, merge, parse_overrides, to_dict, to_yaml
-from utils.errors import UserError
+from utils.checkpoint import (FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint,
+                              step_checkpoints)
+from utils.config import (build, check_values, commented_yaml, load_config, markdown_table, merge, parse_overrides,
+                          to_dict, to_yaml)
+from utils.config_keys import TRAIN_KEYS
+from utils.errors import UserError, one_line
 from utils.geometry import heatmap_to_image_xy
 from utils.metrics import collapse_stats, collapse_warning, format_collapse, nme, regress_points
 from utils.sampler import ResumableBatchSampler, batches_per_pass
@@ -183,9 +187,9 @@ class Dist:
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
     """Single process unless torchrun's environment variables are set; then one process per rank."""
     if "RANK" not in os.environ:
-        return Dist(), resolve_device(device_name)
+        return Dist(), resolve_device(device_name, "runtime.device")
     d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "runtime.device")
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
@@ -202,52 +206,74 @@ def seed_everything(seed: int) -> None:
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
     """The run's config: from --config and overrides, or from the checkpoint when resuming."""
     if args.resume:
+        if args.config:
+            raise UserError(f"--resume {args.resume} takes its config from the checkpoint; drop --config {args.config} "
+                            "(overrides such as train.epochs=40 still apply)")
+        if is_run_dir_without_checkpoint(Path(args.resume)):
+            raise UserError(f"{args.resume}: this run stopped before its first checkpoint, so there is nothing to "
+                            f"resume; start it again with --config FILE log.run_dir={args.resume}")
         ckpt = read_checkpoint(args.resume)
-        data = merge(ckpt["config"], parse_overrides(args.overrides))
-        return build(TrainConfig, data), ckpt
-    if not args.config:
+        overrides = parse_overrides(args.overrides)
+        check_model_unchanged(ckpt["config"].get("model", {}), overrides.get("model", {}), ckpt["path"])
+        return build(TrainConfig, merge(ckpt["config"], overrides)), ckpt
+    if not args.config and not args.print_config:
         raise UserError("give --config configs/<name>.yaml (or --resume RUN_FOLDER)")
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    if not cfg.log.name:
+    if not cfg.log.name and args.config:
         cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, name=Path(args.config).stem))
-    if cfg.model.fan_init != "scratch" and not cfg.model.fan_pretrained:
+    if cfg.model.fan_init != "scratch" and not cfg.model.fan_pretrained and not args.print_config:
         warnings.warn(f"model.fan_init={cfg.model.fan_init} needs model.fan_pretrained=/path/to/fan_109.pth; "
                       "training the FAN from scratch instead (expect worse numbers than the paper's)", stacklevel=2)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fan_init="scratch"))
     return cfg, None
 
 
+def check_model_unchanged(saved: dict[str, Any], overrides: dict[str, Any], checkpoint: str) -> None:
+    """Refuse model.* overrides on resume that differ from the checkpoint's: its weights fix the model."""
+    for key, value in overrides.items():
+        if key in saved and value != saved[key]:
+            raise UserError(f"model.{key}={value}: {checkpoint} was trained with model.{key}={saved[key]}, and a resumed "
+                            "run keeps its model; drop the override or start a new run with --config")
+
+
 def check_config(cfg: TrainConfig) -> None:
+    """Every value in range (one line naming the key, the value and what is allowed), and the rules between keys."""
+    check_values(cfg, TRAIN_KEYS)
     if not cfg.data.root:
         raise UserError("data.root is not set: add data.root=/path/to/dataset on the command line")
     if cfg.data.image_size % (4 * 2 ** cfg.model.hourglass_depth):
         raise UserError(f"data.image_size={cfg.data.image_size} must be a multiple of {4 * 2 ** cfg.model.hourglass_depth} "
                         f"(4 times 2^model.hourglass_depth)")
-    for key, value in (("train.batch_size", cfg.train.batch_size), ("train.iters_per_epoch", cfg.train.iters_per_epoch),
-                       ("log.log_every", cfg.log.log_every), ("log.checkpoint_every", cfg.log.checkpoint_every),
-                       ("log.image_every", cfg.log.image_every), ("validation.every", cfg.validation.every)):
-        if value < 1:
-            raise UserError(f"config key '{key}': expected a positive integer, got {value}")
-    for key, value in (("train.max_steps", cfg.train.max_steps), ("train.max_minutes", cfg.train.max_minutes)):
-        if value < 0:
-            raise UserError(f"config key '{key}': expected 0 (no limit) or a positive number, got {value}")
-    for key, value in (("loss.separation_weight", cfg.loss.separation_weight),
-                       ("loss.equivariance_weight", cfg.loss.equivariance_weight)):
-        if not value >= 0:
-            raise UserError(f"config key '{key}': expected a weight >= 0 (0 turns the term off), got {value}")
-    if not cfg.loss.separation_bandwidth > 0:
-        raise UserError(f"config key 'loss.separation_bandwidth': expected a fraction of the image side > 0, "
-                        f"got {cfg.loss.separation_bandwidth}")
     if cfg.loss.separation_weight > 0 and cfg.model.num_points < 2:
         raise UserError("loss.separation_weight > 0 needs model.num_points >= 2: it pushes points apart")
     if cfg.train.batch_size < 2 and cfg.train.objective in ("all", "inter"):
         raise UserError("train.batch_size must be >= 2: the auxiliary subject is another image of the batch")
 
 
+def import_summary_writer() -> type:
+    """TensorBoard's SummaryWriter, or a one-line error naming the package when it is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard "
+                        "(or set log.tensorboard=false)") from None
+    return SummaryWriter
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "last.pt").exists() or bool(step_checkpoints(run_dir))
+
+
+def is_run_dir_without_checkpoint(path: Path) -> bool:
+    """Whether `path` is a run folder that a run left before its first checkpoint (config.yaml only)."""
+    return path.is_dir() and (path / "config.yaml").is_file() and not has_checkpoint(path)
+
+
 def new_run_dir(cfg: TrainConfig, d: Dist) -> Path:
+    """The folder of a new run; log.run_dir may name one that a failed start left without a checkpoint."""
     if cfg.log.run_dir:
         run_dir = Path(cfg.log.run_dir)
-        if (run_dir / "log.jsonl").exists():
+        if run_dir.is_dir() and has_checkpoint(run_dir):
             raise UserError(f"log.run_dir={run_dir} already holds a run; continue it with --resume {run_dir}")
         return run_dir
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
@@ -298,8 +324,10 @@ def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
     return list((images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8))
 
 
-def save_training_grid(path: Path, batch: dict, rec, aux_index: torch.Tensor, num_points: int, columns: int = 8) -> None:
-    """Rows: x and x' with their detected points, the auxiliary subject, intermediates, reconstructions."""
+def save_training_grid(path: Path, batch: dict, rec, aux_index: torch.Tensor, num_points: int,
+                       columns: int = 8) -> np.ndarray:
+    """Save and return the (H, W, 3) uint8 grid. Rows: x and x' with their detected points, the auxiliary
+    subject, intermediates, reconstructions."""
     colors = distinct_colors(num_points)
     n = min(columns, batch["x"].shape[0])
     size = batch["x"].shape[-1]
@@ -317,7 +345,9 @@ def save_training_grid(path: Path, batch: dict, rec, aux_index: torch.Tensor, nu
     rows += [to_uint8_images(images[:n]) for images in rec.outputs]
     scale = max(1, 128 // size)
     tiles = [np.kron(im, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else im for row in rows for im in row]
-    save_png(path, image_grid(tiles, ncols=n))
+    grid = image_grid(tiles, ncols=n)
+    save_png(path, grid)
+    return grid
 
 
 # ------------------------------------------------------------------------------------------- the step
@@ -380,6 +410,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", metavar="RUN_OR_FILE",
                    help="continue a run: its folder (newest checkpoint) or a checkpoint file; overrides still apply "
                         "(e.g. train.epochs=40 to train longer)")
+    p.add_argument("--print-config", nargs="?", const="yaml", choices=("yaml", "markdown"),
+                   help="print the resolved config (defaults, --config, overrides) with a comment per key and exit; "
+                        "'markdown' prints the README's table of keys instead")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="config overrides, e.g. data.root=/data/celeba train.lr_fan=1e-4 runtime.amp=bf16")
     return p.parse_args(argv)
@@ -390,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():
@@ -399,7 +432,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     cfg, ckpt = resolve_config(args)
+    if args.print_config:
+        check_values(cfg, TRAIN_KEYS)
+        print(markdown_table(cfg, TRAIN_KEYS) if args.print_config == "markdown" else commented_yaml(cfg, TRAIN_KEYS),
+              end="")
+        return 0
     check_config(cfg)
+    summary_writer = import_summary_writer() if cfg.log.tensorboard else None  # before anything is written
     d, device = setup_distributed(cfg.runtime.device)
     # Loader workers are fork()ed: an OpenCV thread pool started here would deadlock them, and with
     # one process per worker OpenCV's own threads only oversubscribe the CPU.
@@ -461,13 +500,9 @@ def train(args: argparse.Namespace) -> int:
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        log_file = open(run_dir / "log.jsonl", "a")
-        if cfg.log.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
-            writer = SummaryWriter(run_dir / "tensorboard")
+        log_file = open(run_dir / "log.jsonl", "a" if ckpt is not None else "w")  # a new run replaces a failed start's
+        if summary_writer is not None:
+            writer = summary_writer(run_dir / "tensorboard")
         print(f"run folder {run_dir}  (git {git_sha()})")
         print(f"device {device}, {d.world_size} process(es), batch {cfg.train.batch_size} per process = "
               f"{cfg.train.batch_size * d.world_size} per step; {len(dataset)} training images")
@@ -552,7 +587,10 @@ def train(args: argparse.Namespace) -> int:
                                          **val_postfix)
                     window, window_start = [], time.perf_counter()
                 if d.is_main and step % cfg.log.image_every == 0:
-                    save_training_grid(run_dir / f"train_{step:08d}.png", batch, rec, aux_index, cfg.model.num_points)
+                    grid = save_training_grid(run_dir / f"train_{step:08d}.png", batch, rec, aux_index,
+                                              cfg.model.num_points)
+                    if writer is not None:
+                        writer.add_image("train_grid", grid, step, dataformats="HWC")
                 epoch_end = step % cfg.train.iters_per_epoch == 0
                 if epoch_end:
                     for scheduler in schedulers:  # after the optimiser steps (the reference calls it before)

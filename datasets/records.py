@@ -30,6 +30,8 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 # the flipped image is the image-right eye of the original, and so on. Keeps each label on the
 # feature it names (left = smaller x in a frontal face, as in the annotation files).
 FLIP_PERMUTATION = (1, 0, 2, 4, 3)
+JPEG_START_OF_IMAGE = b"\xff\xd8"
+JPEG_END_OF_IMAGE = b"\xff\xd9"
 
 
 class SkippedDataWarning(UserWarning):
@@ -135,14 +137,51 @@ def drop_missing_images(records: Sequence[FaceRecord], source: Path,
     return [r for r in records if r.path in present]
 
 
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether JPEG bytes (starting with FF D8) hold an end-of-image marker (FF D9) after their scan.
+
+    Walks the header segments by their lengths up to the main image's first start-of-scan (FF DA),
+    so that an EXIF thumbnail's own FF D9 (inside an APP1 segment) is not taken for the image's,
+    then looks for FF D9 after it. Entropy-coded data never holds FF D9 (an FF there is followed by
+    00 or a restart marker), so a file cut anywhere has none. Bytes after FF D9 are allowed.
+    libjpeg decodes such a cut file with its missing rows grey and only a warning on stderr
+    ("Premature end of JPEG file") that names no file.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        elif marker == 0xD9:  # end of image before any scan
+            return False
+        elif marker == 0xDA:
+            return data.find(JPEG_END_OF_IMAGE, pos + 2) >= 0
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def read_image_rgb(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB, ignoring EXIF orientation.
 
     Annotations are in stored-pixel coordinates, so the EXIF rotation flag must not be applied.
-    Grey images are expanded to three channels. Raises `UserError` naming the file if it does not
-    decode.
+    Grey images are expanded to three channels. Raises `UserError` naming the file if it cannot be
+    read, does not decode, or is a truncated JPEG (which OpenCV would decode with grey rows). The
+    pixels are OpenCV's (`cv2.imread`'s) for every file that is whole.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the image ({exc.strerror}); expected a readable "
+                        "jpg/png/bmp file") from None
+    if data.startswith(JPEG_START_OF_IMAGE) and not jpeg_is_complete(data):
+        raise UserError(f"{path}: truncated JPEG (no end-of-image marker after the image data); "
+                        "expected a whole jpg/png/bmp file")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise UserError(f"{path}: image does not decode; expected a readable jpg/png/bmp file")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

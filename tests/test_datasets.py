@@ -12,7 +12,7 @@ import torch
 from datasets import (EVAL_SPLITS, TRAIN_DATASETS, SkippedDataWarning, build_eval_dataset,
                       build_train_dataset, load_records)
 from datasets.mtfl import validation_indices
-from datasets.records import read_name_list
+from datasets.records import jpeg_is_complete, read_image_rgb, read_name_list
 from utils.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -245,13 +245,57 @@ def test_listed_name_without_landmark_row(tmp_path):
 
 def test_image_that_does_not_decode(tmp_path):
     root = make_celeba(tmp_path)
-    (root / "Img" / "img_align_celeba" / "000004.jpg").write_bytes(b"\xff\xd8 truncated")
+    (root / "Img" / "img_align_celeba" / "000004.jpg").write_bytes(b"not an image")
     dataset = build_eval_dataset("mafl-train", root)
     with pytest.raises(UserError, match=r"000004\.jpg: image does not decode"):
         dataset[1]
     with pytest.warns(SkippedDataWarning, match=r"1 of 2 images do not decode .*000004\.jpg"):
         dataset = build_eval_dataset("mafl-train", root, skip_bad_images=True)
     assert [dataset[i]["name"] for i in range(len(dataset))] == ["000002.jpg"]
+
+
+def cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_a_jpeg_cut_in_half_is_refused_naming_it_and_skipped_when_asked(tmp_path):
+    root = make_celeba(tmp_path)
+    image = root / "Img" / "img_align_celeba" / "000004.jpg"
+    assert cv2.imread(str(image)) is not None
+    cut_in_half(image)
+    assert cv2.imread(str(image)) is not None  # OpenCV alone decodes it, its lower half grey
+    with pytest.raises(UserError, match=r"000004\.jpg: truncated JPEG"):
+        read_image_rgb(image)
+    with pytest.raises(UserError, match=r"000004\.jpg: truncated JPEG"):
+        build_eval_dataset("mafl-train", root)[1]
+    with pytest.warns(SkippedDataWarning, match=r"1 of 2 images do not decode .*000004\.jpg"):
+        dataset = build_eval_dataset("mafl-train", root, skip_bad_images=True)
+    assert [dataset[i]["name"] for i in range(len(dataset))] == ["000002.jpg"]
+
+
+@pytest.mark.parametrize("suffix, params", [(".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+                                            (".png", []), (".bmp", [])])
+def test_whole_files_decode_to_opencv_pixels_and_cut_ones_are_refused(tmp_path, suffix, params):
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    path = tmp_path / f"face{suffix}"
+    cv2.imwrite(str(path), pixels, params)
+    expected = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION),
+                            cv2.COLOR_BGR2RGB)
+    assert np.array_equal(read_image_rgb(path), expected)
+    cut_in_half(path)
+    with pytest.raises(UserError, match=r"face\.(jpg|png|bmp): (truncated JPEG|image does not decode)"):
+        read_image_rgb(path)
+
+
+def test_jpeg_completeness_skips_an_embedded_thumbnail_and_allows_trailing_bytes():
+    ok, thumb = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    ok, main = cv2.imencode(".jpg", np.full((16, 16, 3), 200, np.uint8))
+    thumb, main = thumb.tobytes(), main.tobytes()
+    app1 = b"Exif\x00\x00" + thumb  # a thumbnail with its own end-of-image marker
+    with_thumbnail = main[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + main[2:]
+    assert jpeg_is_complete(with_thumbnail) and jpeg_is_complete(main + b"\x00" * 10)
+    assert not jpeg_is_complete(with_thumbnail[:-2]) and not jpeg_is_complete(with_thumbnail[:len(app1)])
 
 
 def test_mat_without_gt_and_mismatched_counts(tmp_path):

@@ -17,7 +17,11 @@ from utils.errors import UserError
 FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
 
 
-def write_split(path, n, k=4, split="mafl-train", seed=0, preview=0, checkpoint="runs/x/best.pt@ab12"):
+SETTINGS = {"tight": 70, "image_size": 128, "bn_mode": "eval", "checkpoint_sha256": "ab12" * 16}
+
+
+def write_split(path, n, k=4, split="mafl-train", seed=0, preview=0, checkpoint="runs/x/best.pt@ab12",
+                settings=SETTINGS):
     """Write a synthetic detections file: K detected points, a noisy linear function of the 5 annotated."""
     rng = np.random.default_rng(seed)
     annotated = FACE_XY_PX + rng.normal(scale=4.0, size=(n, 5, 2))  # (n, 5, 2)
@@ -27,7 +31,7 @@ def write_split(path, n, k=4, split="mafl-train", seed=0, preview=0, checkpoint=
     return save_detections(
         path, detected_xy_px=detected.reshape(n, k, 2), annotated_xy_px=annotated,
         names=[f"{i:06d}.jpg" for i in range(n)], split=split, checkpoint=checkpoint,
-        settings={"tight": 70, "bn": "train"}, preview_images=images,
+        settings=settings, preview_images=images,
     )
 
 
@@ -46,7 +50,7 @@ def test_save_then_load_round_trips_and_leaves_no_temp_files(tmp_path):
     det = load_detections(path)
     assert (det.n, det.k, det.split, det.checkpoint) == (6, 3, "mafl-test", "runs/x/best.pt@ab12")
     assert det.detected_xy_px.dtype == np.float32 and det.annotated_xy_px.shape == (6, 5, 2)
-    assert det.settings == {"tight": 70, "bn": "train"}
+    assert det.settings == SETTINGS
     assert det.preview_images.shape == (2, 64, 64, 3) and list(det.names[:2]) == ["000000.jpg", "000001.jpg"]
     assert [p.name for p in tmp_path.iterdir()] == ["mafl-test.npz"]
 
@@ -65,6 +69,21 @@ def test_save_refuses_non_finite_points(tmp_path):
                         annotated_xy_px=np.stack([FACE_XY_PX] * 2), names=["a", "b"], split="mafl-test",
                         checkpoint="c", settings={})
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unannotated_split_is_saved_but_the_regressor_refuses_it(pair, tmp_path, capsys):
+    train, _ = pair
+    folder = save_detections(tmp_path / "folder.npz", detected_xy_px=np.zeros((2, 4, 2)),
+                             annotated_xy_px=np.full((2, 5, 2), np.nan), names=["a", "b"], split="folder",
+                             checkpoint="c", settings=SETTINGS)
+    assert not load_detections(folder).is_annotated and load_detections(train).is_annotated
+    assert main(["--train", str(train), "--test", str(folder), "--no-fewshot"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "folder.npz: split 'folder' has no annotated points; the regressor needs" in err
+    partly = np.stack([FACE_XY_PX, np.full((5, 2), np.nan)])
+    with pytest.raises(UserError, match=r"non-finite annotated points in 1 of 2 images \(first: b\)"):
+        save_detections(tmp_path / "x.npz", detected_xy_px=np.zeros((2, 4, 2)), annotated_xy_px=partly,
+                        names=["a", "b"], split="mafl-test", checkpoint="c", settings={})
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -131,7 +150,7 @@ def test_mean_training_shape_row_matches_a_hand_computation(tmp_path, capsys):
     # Their lengths 24.19, 22.47, 10.05, 36.24, 35.34 average 25.66 px: 32.07 % of 80 px. NME 17.29 %.
     two_faces = np.stack([FACE_XY_PX, FACE_XY_PX + [2.0, 0.0]])  # (2, 5, 2)
     test_faces = np.stack([FACE_XY_PX, 2 * FACE_XY_PX - 64])  # (2, 5, 2)
-    common = {"checkpoint": "c", "settings": {}}
+    common = {"checkpoint": "c", "settings": SETTINGS}
     save_detections(tmp_path / "mafl-train.npz", detected_xy_px=two_faces[:, :3] + 0.1 * np.arange(2)[:, None, None],
                     annotated_xy_px=two_faces, names=["a", "b"], split="mafl-train", **common)
     save_detections(tmp_path / "mafl-test.npz", detected_xy_px=test_faces[:, :3], annotated_xy_px=test_faces,
@@ -159,8 +178,9 @@ def test_mean_shape_fit_by_hand():
 def test_compare_rows_join_the_main_table(pair, tmp_path, capsys):
     train, test = pair
     other = tmp_path / "other"
-    write_split(other / "mafl-train.npz", 80, k=6, seed=1, checkpoint="runs/init.pt")
-    write_split(other / "mafl-test.npz", 20, k=6, split="mafl-test", seed=2, checkpoint="runs/init.pt")
+    init = {**SETTINGS, "checkpoint_sha256": "cd34" * 16}
+    write_split(other / "mafl-train.npz", 80, k=6, seed=1, checkpoint="runs/init.pt", settings=init)
+    write_split(other / "mafl-test.npz", 20, k=6, split="mafl-test", seed=2, checkpoint="runs/init.pt", settings=init)
     out = tmp_path / "out"
     argv = ["--train", str(train), "--test", str(test), "--mode", "both", "--no-fewshot", "--out", str(out),
             "--compare", f"same={tmp_path}", "--compare", f"untrained detector={other}"]
@@ -191,6 +211,42 @@ def test_compare_warns_when_its_test_faces_differ(pair, tmp_path, capsys):
             "--compare", f"few={other}"]
     assert main(argv) == 0
     assert "warning: --compare 'few': its test faces" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value, what", [("tight", 20, "crop margin"), ("image_size", 32, "crop size"),
+                                             ("bn_mode", "train", "BatchNorm mode"),
+                                             ("checkpoint_sha256", "ef56" * 16, "checkpoint content hash")])
+def test_a_pair_extracted_with_different_settings_is_refused_naming_both_values(tmp_path, capsys, key, value, what):
+    train = write_split(tmp_path / "mafl-train.npz", 80, seed=1)
+    test = write_split(tmp_path / "mafl-test.npz", 20, split="mafl-test", seed=2, settings={**SETTINGS, key: value})
+    assert main(["--train", str(train), "--test", str(test), "--no-fewshot"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"mafl-test.npz: {what} ({key}) is {value!r} but {SETTINGS[key]!r}" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_the_checkpoint_is_compared_by_content_not_by_path(tmp_path, capsys):
+    train = write_split(tmp_path / "mafl-train.npz", 80, seed=1, checkpoint="runs/x/last.pt")
+    test = write_split(tmp_path / "mafl-test.npz", 20, split="mafl-test", seed=2, checkpoint="copy/step_9.pt")
+    assert main(["--train", str(train), "--test", str(test), "--no-fewshot"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_compare_pair_with_mixed_settings_is_refused(pair, tmp_path, capsys):
+    train, test = pair
+    other = tmp_path / "other"
+    write_split(other / "mafl-train.npz", 80, seed=1)
+    write_split(other / "mafl-test.npz", 20, split="mafl-test", seed=2, settings={**SETTINGS, "tight": 20})
+    assert main(["--train", str(train), "--test", str(test), "--no-fewshot", "--compare", f"init={other}"]) == 2
+    assert "other/mafl-test.npz: crop margin (tight) is 20 but 70" in capsys.readouterr().err
+
+
+def test_files_without_the_settings_give_a_warning_not_a_refusal(tmp_path, capsys):
+    old = {"tight": 70, "bn_mode": "eval"}
+    train = write_split(tmp_path / "mafl-train.npz", 80, seed=1, settings=old)
+    test = write_split(tmp_path / "mafl-test.npz", 20, split="mafl-test", seed=2, settings=old)
+    assert main(["--train", str(train), "--test", str(test), "--no-fewshot"]) == 0
+    assert "cannot check that both splits used the same image_size, checkpoint_sha256" in capsys.readouterr().err
 
 
 # --- user errors -------------------------------------------------------------------------------
@@ -311,3 +367,12 @@ def test_report_shows_collapse_measures_warns_on_a_blob_and_draws_raw_points(tmp
     assert raw.shape == (128 + 2 * 2, 4 * 128 + 5 * 2, 3)
     colours = {tuple(c) for c in raw.reshape(-1, 3)} - {(0, 0, 0), (255, 255, 255)}
     assert len(colours) >= 6  # one colour per landmark (plus anti-aliased blends)
+
+
+def test_help_gives_the_usage_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl\n" in text
+    assert ('python eval_regressor.py --dir runs/x/detections-last --dataset mafl \\\n'
+            '        --compare "untrained detector=runs/x/detections-init"') in text

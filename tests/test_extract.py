@@ -11,7 +11,7 @@ import extract_data
 import train
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
-from utils.checkpoint import load_model
+from utils.checkpoint import file_sha256, load_model
 from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,8 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     assert train_file.split == "mafl-train" and "sha256:" in train_file.checkpoint
     assert train_file.settings["bn_mode"] == "eval" and train_file.settings["image_size"] == 32
     assert train_file.settings["tight"] == TRAIN_TIGHT
+    assert train_file.settings["checkpoint_sha256"] == file_sha256(run_dir / "last.pt")
+    assert train_file.checkpoint.endswith("sha256:" + file_sha256(run_dir / "last.pt")[:12])
     # annotated points: the 32 px evaluation crop's points, rescaled to the 128 px scale
     crops = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=TRAIN_TIGHT)
     expected = rescale_points_px(crops[3]["points"].numpy(), (32, 32), (128, 128))
@@ -100,6 +102,18 @@ def test_the_whole_pipeline_prints_an_nme_table(run_dir, synthetic_root, capsys)
     out = capsys.readouterr().out
     assert "mean training shape" in out and "untrained detector" in out
     assert (run_dir / "last" / "eval" / "results.md").exists()
+
+
+def test_an_image_folder_extracts_without_annotations(run_dir, synthetic_root, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("000001.jpg", "000002.jpg", "000003.jpg"):
+        (photos / name).write_bytes((synthetic_root / "Img" / "img_align_celeba" / name).read_bytes())
+    out = tmp_path / "det"
+    assert extract_data.main(["--checkpoint", str(run_dir), "--data-root", str(photos), "--splits", "folder",
+                              "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    folder = eval_regressor.load_detections(out / "folder.npz")
+    assert folder.n == 3 and not folder.is_annotated and np.isfinite(folder.detected_xy_px).all()
 
 
 def test_bad_extraction_inputs_are_one_line(run_dir, synthetic_root, tmp_path, capsys):

@@ -175,10 +175,10 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert train.main(CONFIG + [f"data.root={tmp_path}", "train.max_minutes=-5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "'train.max_minutes': expected 0 (no limit) or a positive number, got -5" in err and len(err.splitlines()) == 1
-    for override, message in (("loss.separation_weight=-0.1", "'loss.separation_weight': expected a weight >= 0"),
-                              ("loss.equivariance_weight=-1", "'loss.equivariance_weight': expected a weight >= 0"),
-                              ("loss.separation_bandwidth=0", "'loss.separation_bandwidth': expected a fraction"),
+    assert "'train.max_minutes': expected >= 0, got -5.0" in err and len(err.splitlines()) == 1
+    for override, message in (("loss.separation_weight=-0.1", "'loss.separation_weight': expected >= 0, got -0.1"),
+                              ("loss.equivariance_weight=-1", "'loss.equivariance_weight': expected >= 0, got -1"),
+                              ("loss.separation_bandwidth=0", "'loss.separation_bandwidth': expected > 0, got 0"),
                               ("loss.separaton_weight=1", "did you mean 'loss.separation_weight'")):
         assert train.main(CONFIG + [f"data.root={tmp_path}", f"log.out_dir={tmp_path}", override]) == 2, override
         err = capsys.readouterr().err.strip()

@@ -84,14 +84,22 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def checkpoint_identity(path: str | Path) -> str:
-    """'<path> sha256:<first 12 hex>' of a checkpoint file, to record where detections came from."""
-    file = find_checkpoint(path)
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, 64 hex digits."""
     digest = hashlib.sha256()
-    with open(file, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return f"{file} sha256:{digest.hexdigest()[:12]}"
+    return digest.hexdigest()
+
+
+def checkpoint_identity(path: str | Path, sha256: str | None = None) -> str:
+    """'<path> sha256:<first 12 hex>' of a checkpoint file, to record where detections came from.
+
+    sha256: the file's `file_sha256` when the caller has it already (it is computed otherwise).
+    """
+    file = find_checkpoint(path)
+    return f"{file} sha256:{(sha256 or file_sha256(file))[:12]}"
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LandmarkAutoencoder, ModelConfig, dict]:

@@ -5,12 +5,17 @@
 - Overrides are `section.key=value`; the value is parsed as YAML (`1e-4`, `true`, `[0, 0.9]`, `null`).
 - Unknown keys and values of the wrong type stop with one line naming the key, the expected type and,
   for typos, the closest known key.
+- A table of `Key`s (what each key means, which values it accepts) drives `check_values` (values out
+  of range stop with one line naming the key, the value and what is allowed), `commented_yaml` and
+  `markdown_table`, so the checks, the printed config and the README cannot drift apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -21,6 +26,43 @@ import yaml
 from utils.errors import UserError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """What a config key means and the values it accepts beyond its type (each item of a list).
+
+    help: one line for `--print-config` and the README. at_least / above / below: numeric bounds
+    (>=, >, <). choices: the allowed strings.
+    """
+
+    help: str
+    at_least: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def range_text(self) -> str:
+        """'>= 1', '> 0', '>= 0 and < 1', "one of 'a', 'b'", or '' when the type says it all."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        bounds = [(">=", self.at_least), (">", self.above), ("<", self.below)]
+        return " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether `value` (or every item of a list value) is in range; None is always accepted."""
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if item is None:
+                continue
+            if self.choices and item not in self.choices:
+                return False
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                if not math.isfinite(item) and self.range_text():
+                    return False
+                if ((self.at_least is not None and item < self.at_least) or (self.above is not None and item <= self.above)
+                        or (self.below is not None and item >= self.below)):
+                    return False
+        return True
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -155,3 +197,82 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def to_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    """('section.key', annotation) of every field of dataclass `cls` that is not itself a section, in order."""
+    hints = typing.get_type_hints(cls)
+    leaves: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            leaves += leaf_fields(hints[f.name], prefix + f.name + ".")
+        else:
+            leaves.append((prefix + f.name, hints[f.name]))
+    return leaves
+
+
+def flat_values(config: Any) -> dict[str, Any]:
+    """{'section.key': value} of a config, lists for tuples."""
+    def walk(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for name, value in tree.items():
+            flat.update(walk(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name: value})
+        return flat
+
+    return walk(to_dict(config), "")
+
+
+def check_values(config: Any, keys: dict[str, Key]) -> None:
+    """Raise a one-line UserError for the first value out of its key's range."""
+    for name, value in flat_values(config).items():
+        key = keys.get(name)
+        if key is not None and not key.accepts(value):
+            raise UserError(f"config key '{name}': expected {key.range_text()}, got {value!r}")
+
+
+def allowed_text(annotation: Any, key: Key | None) -> str:
+    """What a key accepts, from its type and its Key: 'int >= 1', "one of 'none', 'bf16'", 'str or null'."""
+    if typing.get_origin(annotation) is tuple:
+        type_text = "[" + ", ".join(_type_name(a) for a in typing.get_args(annotation)) + "]"
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        type_text = " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    else:
+        type_text = _type_name(annotation)
+    range_text = key.range_text() if key is not None else ""
+    if range_text.startswith("one of") or type_text.startswith("one of"):
+        return range_text or type_text
+    return f"{type_text} {range_text}".strip()
+
+
+def _yaml_value(value: Any) -> str:
+    return json.dumps(value)  # JSON scalars and lists are YAML too
+
+
+def commented_yaml(config: Any, keys: dict[str, Key], prefix: str = "") -> str:
+    """The config as YAML that `load_config` reads back, each key followed by a comment from `keys`:
+    ``  num_points: 10  # number of landmarks K [int >= 1]``."""
+    indent = "  " * prefix.count(".")
+    hints = typing.get_type_hints(type(config))
+    lines = []
+    for f in dataclasses.fields(config):
+        value, name = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:\n" + commented_yaml(value, keys, name + ".").rstrip("\n"))
+            continue
+        key = keys.get(name)
+        plain = list(value) if isinstance(value, tuple) else value
+        help_text = f"{key.help} " if key else ""
+        lines.append(f"{indent}{f.name}: {_yaml_value(plain)}  # {help_text}[{allowed_text(hints[f.name], key)}]")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(config: Any, keys: dict[str, Key]) -> str:
+    """A Markdown table of every key: name, the value in `config` (the defaults), what it accepts, meaning."""
+    annotations = leaf_fields(type(config))
+    values = flat_values(config)
+    rows = ["| key | default | accepts | meaning |", "|---|---|---|---|"]
+    for name, annotation in annotations:
+        key = keys.get(name)
+        cells = [f"`{name}`", f"`{_yaml_value(values[name])}`", allowed_text(annotation, key), key.help if key else ""]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -12,19 +12,22 @@ from typing import BinaryIO
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
 
-    The temporary file is removed if `write` fails. Parent folders are created.
+    The temporary file is removed if `write` fails. Parent folders are created. The file gets the
+    mode that `open()` gives under the umask (0644 under the usual 022), not mkstemp's 0600, so that
+    colleagues on a shared machine can read checkpoints and detections.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    file = open(tmp, "xb")  # "x": never an existing file
     try:
-        with os.fdopen(fd, "wb") as f:
+        with file as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     if os.name == "posix":  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
