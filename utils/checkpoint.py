@@ -78,8 +78,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:
         raise UserError(f"{file}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{file}: not a checkpoint of this repository (expected format {FORMAT!r}; "
-                        "a reference model_N.fan.pth is a bare FAN state dict: pass it as model.fan_pretrained)")
+        raise UserError(f"{file}: not a checkpoint of this repository (expected format {FORMAT!r}); a reference "
+                        "model_N.fan.pth converts with python -m utils.import_reference --fan model_N.fan.pth "
+                        "--gen model_N.gen.pth --core fan_109.pth --out ours.pt")
     ckpt["path"] = str(file)
     return ckpt
 
