@@ -51,6 +51,7 @@ from utils.errors import UserError
 from utils.geometry import heatmap_to_image_xy
 from utils.metrics import nme, regress_points
 from utils.sampler import ResumableBatchSampler, batches_per_pass
+from utils.warm_start import init_from_checkpoint
 from utils.visualize import distinct_colors, draw_points, image_grid, save_png
 
 
@@ -99,6 +100,7 @@ class OptimConfig:
     epochs: int = 34  # the reference README evaluates epoch 33, i.e. after 34 epochs
     max_steps: int = 0  # stop after this many iterations (0: epochs * iters_per_epoch)
     max_minutes: float = 0.0  # wall-time budget of this invocation: validate, save and stop (0: none)
+    init_from: str = ""  # warm start: another run's checkpoint's weights, fresh optimisers/schedule/step
 
 
 @dataclass(frozen=True)
@@ -385,7 +387,7 @@ def train(args: argparse.Namespace) -> int:
     val_sets = validation_sets(cfg) if d.is_main else None
 
     # model, loss, optimisers
-    model, report = build_model(cfg.model, from_checkpoint=ckpt is not None)
+    model, report = build_model(cfg.model, from_checkpoint=ckpt is not None or bool(cfg.train.init_from))
     loss_fn = build_reconstruction_loss(perceptual=cfg.loss.perceptual.enabled, weights=cfg.loss.perceptual.weights,
                                         imagenet_normalize=cfg.loss.perceptual.imagenet_normalize,
                                         pixel_weight=cfg.loss.pixel_weight, perceptual_weight=cfg.loss.perceptual_weight)
@@ -409,6 +411,10 @@ def train(args: argparse.Namespace) -> int:
         run_dir = Path(ckpt["path"]).parent
     else:
         run_dir = new_run_dir(cfg, d)
+        if cfg.train.init_from:  # weights only: optimisers, schedules and step stay fresh
+            loaded = init_from_checkpoint(model, cfg.train.init_from, cfg.model)
+            if d.is_main:
+                print(loaded)
 
     train_model: torch.nn.Module = model
     if d.enabled:

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import extract_data
+import train
+from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
 from model import FAN, Generator, ProjectedConv3x3, build_detector
 from utils.checkpoint import load_model, read_checkpoint
@@ -20,7 +22,8 @@ from utils.geometry import heatmap_to_image_xy, soft_argmax
 from utils.import_reference import main as import_main
 from utils.visualize import rescale_points_px
 
-K, FEATURES, DEPTH, CONV_DIM, RES_BLOCKS = 5, 16, 2, 4, 1
+REPO = Path(__file__).resolve().parents[1]
+K, FEATURES, DEPTH, CONV_DIM, RES_BLOCKS = 5, 16, 2, 4, 1  # tiny_train_overrides' FAN width and depth
 IMAGE_SIZE = 32
 
 
@@ -142,3 +145,16 @@ def test_wrong_or_mismatched_files_are_one_line(reference_files, tmp_path, capsy
 def test_a_bare_reference_file_points_to_the_importer(reference_files):
     with pytest.raises(UserError, match=r"python -m utils.import_reference --fan model_N.fan.pth --gen model_N.gen.pth"):
         read_checkpoint(reference_files["fan"])
+
+
+def test_an_imported_model_starts_a_new_run_with_train_init_from(reference_files, synthetic_root, tmp_path):
+    imported = tmp_path / "ours.pt"
+    assert import_main(import_args(reference_files, imported)) == 0
+    argv = ["--config", str(REPO / "configs" / "synthetic.yaml"), *tiny_train_overrides(synthetic_root, tmp_path / "runs", 2),
+            f"train.init_from={imported}", f"model.num_points={K}", f"model.gen_conv_dim={CONV_DIM}",
+            "model.fan_init=incremental", "model.fan_pretrained=auto",  # auto is not fetched: the weights come from init_from
+            "log.save_init=true", "validation.enabled=false"]
+    assert train.main(argv) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    start, source = read_checkpoint(run / "init.pt")["model"], read_checkpoint(imported)["model"]
+    assert all(torch.equal(start[k], source[k]) for k in source)
