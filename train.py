@@ -45,7 +45,7 @@ from extract_data import extract_points, resolve_device
 from losses import build_reconstruction_loss
 from model import (HEATMAP_STRIDE, AuxSource, LandmarkAutoencoder, ModelConfig, Objective, build_model,
                    count_parameters, derangement)
-from utils.checkpoint import FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint
+from utils.checkpoint import FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_training_checkpoint
 from utils.config import build, load_config, merge, parse_overrides, to_dict, to_yaml
 from utils.errors import UserError
 from utils.geometry import heatmap_to_image_xy
@@ -200,7 +200,7 @@ def seed_everything(seed: int) -> None:
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
     """The run's config: from --config and overrides, or from the checkpoint when resuming."""
     if args.resume:
-        ckpt = read_checkpoint(args.resume)
+        ckpt = read_training_checkpoint(args.resume)
         data = merge(ckpt["config"], parse_overrides(args.overrides))
         return build(TrainConfig, data), ckpt
     if not args.config:

@@ -158,3 +158,13 @@ def test_an_imported_model_starts_a_new_run_with_train_init_from(reference_files
     (run,) = (tmp_path / "runs").iterdir()
     start, source = read_checkpoint(run / "init.pt")["model"], read_checkpoint(imported)["model"]
     assert all(torch.equal(start[k], source[k]) for k in source)
+
+
+def test_an_imported_model_cannot_be_resumed_and_says_how_to_start_from_it(reference_files, tmp_path, capsys):
+    imported = tmp_path / "ours.pt"
+    assert import_main(import_args(reference_files, imported)) == 0
+    capsys.readouterr()
+    assert train.main(["--resume", str(imported)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {imported}: no training state to resume")
+    assert err.endswith(f"start a new run from its weights with train.init_from={imported}")
