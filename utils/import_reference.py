@@ -67,12 +67,14 @@ def architecture_of(fan: dict[str, Tensor], gen: dict[str, Tensor], fan_path: Pa
     """The ModelConfig fields that the two reference state dicts fix: K, widths, depth, init mode."""
     head = _require(fan, "l_0.weight", fan_path, "FAN")  # (K, features, 1, 1)
     levels = [int(m.group(1)) for k in fan if (m := re.match(r"m0\.b1_(\d+)\.", k))]
+    if not levels:
+        raise UserError(f"{fan_path}: not a reference FAN state dict (no hourglass m0.b1_*)")
     conv_dim = _require(gen, "downsampling.0.weight", gen_path, "generator").shape[0]
     gen_points = _require(gen, "main.0.weight", gen_path, "generator").shape[0] - 4 * conv_dim
     if gen_points != head.shape[0]:
         raise UserError(f"{gen_path}: a generator for K={gen_points} landmarks, but {fan_path} detects "
                         f"K={head.shape[0]}: pass the two files of one model")
-    return {"num_points": head.shape[0], "fan_features": head.shape[1], "hourglass_depth": max(levels, default=0),
+    return {"num_points": head.shape[0], "fan_features": head.shape[1], "hourglass_depth": max(levels),
             "fan_init": "incremental" if any(k.endswith(PROJECTION_SUFFIX) for k in fan) else "finetune",
             "gen_conv_dim": conv_dim,
             "gen_res_blocks": len({k.split(".")[1] for k in gen if re.match(r"main\.\d+\.main\.", k)})}
