@@ -13,6 +13,7 @@ import torch
 
 import extract_data
 import train
+import utils.pretrained
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
 from model import FAN, Generator, ProjectedConv3x3, build_detector
@@ -168,3 +169,16 @@ def test_an_imported_model_cannot_be_resumed_and_says_how_to_start_from_it(refer
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {imported}: no training state to resume")
     assert err.endswith(f"start a new run from its weights with train.init_from={imported}")
+
+
+def test_a_finetune_model_needs_no_core(reference_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(utils.pretrained, "FAN_109", None)  # --core auto would fail if it were used
+    fan = FAN(num_points=K, features=FEATURES, depth=DEPTH)
+    randomise_(fan, seed=3)
+    torch.save(fan.state_dict(), tmp_path / "model_2.fan.pth")  # finetune/scratch: plain 3x3 kernels, no W
+    out = tmp_path / "ours.pt"
+    assert import_main(["--fan", str(tmp_path / "model_2.fan.pth"), "--gen", str(reference_files["gen"]),
+                        "--out", str(out), f"data.image_size={IMAGE_SIZE}"]) == 0
+    model, cfg, ckpt = load_model(out)
+    assert cfg.fan_init == "finetune" and set(ckpt["imported_from"]) == {"fan", "gen"}
+    assert all(torch.equal(v, fan.state_dict()[k]) for k, v in model.detector.state_dict().items())
