@@ -11,6 +11,7 @@ import torch
 
 import train
 import utils.pretrained
+from conftest import tiny_train_overrides
 from model import FAN, ModelConfig, build_model
 from utils.errors import UserError
 from utils.pretrained import RemoteFile, git_blob_id
@@ -114,3 +115,14 @@ def test_scratch_never_needs_the_file(tmp_path, monkeypatch, hub):
     monkeypatch.setattr(utils.pretrained, "FAN_109", None)  # any use would fail
     model, report = build_model(ModelConfig(fan_init="scratch", fan_pretrained="auto", **SMALL))
     assert report is None and not hub.exists()
+
+
+def test_a_training_run_with_auto_prints_the_load_report(tmp_path, monkeypatch, hub, synthetic_root, capsys):
+    mpii = mpii_like_fan()
+    serve_fan(tmp_path, monkeypatch, mpii)
+    argv = ["--config", str(REPO / "configs" / "synthetic.yaml"), *tiny_train_overrides(synthetic_root, tmp_path / "runs", 2),
+            "model.fan_init=incremental", "model.fan_pretrained=auto", "validation.enabled=false"]
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"FAN init incremental (copied {len(mpii) - 2} of {len(mpii)} tensors; skipped 2 with other shapes " \
+           "(l_0.weight (16, 16, 1, 1)->(10, 16, 1, 1), l_0.bias (16,)->(10,)))" in out
