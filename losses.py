@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.errors import UserError
+from utils.pretrained import fetch_imagenet_vgg16, hub_checkpoints_dir, imagenet_vgg16_url
 
 VGG16_RELU_LAYERS = (3, 8, 15, 22)  # indices in vgg16().features of relu1_2, relu2_2, relu3_3, relu4_3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,25 +30,28 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def torchvision_vgg16_cache_path() -> Path:
     """Where torchvision keeps the ImageNet VGG16 file: $TORCH_HOME/hub/checkpoints/vgg16-397923af.pth."""
-    from torchvision.models import VGG16_Weights
-
-    filename = VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return hub_checkpoints_dir() / imagenet_vgg16_url().rsplit("/", 1)[-1]
 
 
-def _missing_weights_message(where: Path) -> str:
-    return (f"VGG16 ImageNet weights not found at {where}: copy torchvision's "
-            f"{torchvision_vgg16_cache_path().name} there (or set loss.perceptual.weights=/path/to/vgg16.pth); "
-            "for an offline smoke run use loss.perceptual.weights=random, or loss.perceptual.enabled=false for pixel loss only")
+def read_vgg16_file(path: Path) -> dict[str, Tensor]:
+    """The state dict in a VGG16 file given by path."""
+    if not path.is_file():
+        raise UserError(f"VGG16 weights not found at {path} (loss.perceptual.weights): set it to a VGG16 state dict, "
+                        "or to imagenet for torchvision's file, downloaded once into the hub cache")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback
+        raise UserError(f"{path}: cannot read VGG16 weights ({type(exc).__name__}: {exc})") from None
 
 
 def load_vgg16_features(weights: str) -> nn.Sequential:
     """VGG16 `features` up to relu4_3, frozen, in eval mode.
 
     Args:
-        weights: "imagenet" (torchvision's cache file, see `torchvision_vgg16_cache_path`), a path to
-            a VGG16 state dict (whole network or `features` only), or "random" (smoke runs only:
-            a randomly initialised VGG makes the perceptual term meaningless as a loss).
+        weights: "imagenet" (torchvision's ImageNet weights from the hub cache, downloaded there
+            once and checked, see utils/pretrained.py), a path to a VGG16 state dict (whole network
+            or `features` only), or "random" (smoke runs only: a randomly initialised VGG makes the
+            perceptual term meaningless as a loss).
     """
     from torchvision.models import vgg16
 
@@ -59,19 +63,17 @@ def load_vgg16_features(weights: str) -> nn.Sequential:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(layer.bias)
     if weights != "random":
-        path = torchvision_vgg16_cache_path() if weights == "imagenet" else Path(os.path.expanduser(weights))
-        if not path.is_file():
-            raise UserError(_missing_weights_message(path))
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt or foreign file: one line, not a traceback
-            raise UserError(f"{path}: cannot read VGG16 weights ({type(exc).__name__}: {exc})") from None
+        if weights == "imagenet":
+            source, state = "VGG16 ImageNet weights", fetch_imagenet_vgg16(imagenet_vgg16_url())
+        else:
+            path = Path(os.path.expanduser(weights))
+            source, state = str(path), read_vgg16_file(path)
         state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
         wanted = features.state_dict()  # layers up to relu4_3; deeper layers of the file are unused
         missing = [k for k in wanted if k not in state]
         wrong = [k for k in wanted if k in state and state[k].shape != wanted[k].shape]
         if missing or wrong:
-            raise UserError(f"{path}: not a VGG16 state dict (missing {missing[:3]}, wrong shapes {wrong[:3]})")
+            raise UserError(f"{source}: not a VGG16 state dict (missing {missing[:3]}, wrong shapes {wrong[:3]})")
         features.load_state_dict({k: state[k] for k in wanted})
     for p in features.parameters():
         p.requires_grad_(False)

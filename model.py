@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from utils.errors import UserError
 from utils.geometry import render_gaussian_heatmaps, soft_argmax
+from utils.pretrained import pretrained_fan_path
 
 FanInit = Literal["scratch", "finetune", "incremental"]
 Objective = Literal["all", "baseline", "inter", "cycle"]
@@ -28,6 +29,7 @@ OBJECTIVES: tuple[str, ...] = ("all", "baseline", "inter", "cycle")
 AUX_SOURCES: tuple[str, ...] = ("permute", "third_pass")
 FAN_INITS: tuple[str, ...] = ("scratch", "finetune", "incremental")
 HEATMAP_STRIDE = 4  # image side / heatmap side, fixed by the architecture (two stride-2 stages)
+OUTPUT_LAYER_KEYS = ("l_0.weight", "l_0.bias")  # the FAN's K-channel head: its shape depends on K
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ class LoadReport(NamedTuple):
     missing: list[str]  # in the model, not in the file: left at their initial values
 
     def summary(self) -> str:
-        parts = [f"copied {len(self.copied)} tensors"]
+        parts = [f"copied {len(self.copied)} of {len(self.copied) + len(self.skipped_shape) + len(self.missing)} tensors"]
         if self.skipped_shape:
             parts.append(f"skipped {len(self.skipped_shape)} with other shapes ({', '.join(self.skipped_shape)})")
         if self.missing:
@@ -199,6 +201,15 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadRe
     module.load_state_dict(own)
     missing = [k for k in own if k not in state_dict]
     return LoadReport(copied, skipped, unexpected, missing)
+
+
+def check_pretrained_fit(report: LoadReport, source: str) -> None:
+    """Stop unless the pretrained file filled every FAN tensor but the K-dependent output layer `l_0`."""
+    stray = ([k for k in report.missing if k not in OUTPUT_LAYER_KEYS] + report.unexpected
+             + [s for s in report.skipped_shape if s.split(" ", 1)[0] not in OUTPUT_LAYER_KEYS])
+    if stray:
+        raise UserError(f"{source}: not a pretrained FAN of this architecture (model.fan_features, "
+                        f"model.hourglass_depth): {len(stray)} tensors do not match, e.g. {', '.join(stray[:3])}")
 
 
 def convert_to_incremental(fan: FAN) -> FAN:
@@ -417,7 +428,7 @@ class ModelConfig:
 
     num_points: int = 10  # K
     fan_init: FanInit = "incremental"  # scratch | finetune | incremental (spec 1.8)
-    fan_pretrained: str | None = None  # path to fan_109.pth; without it, init falls back to scratch
+    fan_pretrained: str | None = None  # auto (fan_109.pth, fetched once, utils/pretrained.py) or a path; null: scratch
     fan_features: int = 256  # FAN width; 256 is the reference, smaller for CPU-sized runs
     hourglass_depth: int = 4
     gen_conv_dim: int = 32
@@ -444,16 +455,21 @@ def build_model(cfg: ModelConfig, *, from_checkpoint: bool = False) -> tuple[Lan
     """The model of a config.
 
     A fresh model (`from_checkpoint=False`) reads `cfg.fan_pretrained` for the finetune and
-    incremental modes. With `from_checkpoint=True` the structure is built empty (incremental
-    buffers included) for `load_state_dict`; no pretrained file is read.
+    incremental modes (`auto`: fan_109.pth from torch's hub cache, downloaded and verified once)
+    and stops unless it fills every FAN tensor but the K-dependent output layer. With
+    `from_checkpoint=True` the structure is built empty (incremental buffers included) for
+    `load_state_dict`; no pretrained file is read.
     """
     if from_checkpoint:
         detector, report = FAN(num_points=cfg.num_points, features=cfg.fan_features, depth=cfg.hourglass_depth,
                                projected=cfg.fan_init == "incremental"), None
     else:
-        pretrained = read_pretrained_fan(cfg.fan_pretrained) if cfg.fan_init != "scratch" and cfg.fan_pretrained else None
+        path = pretrained_fan_path(cfg.fan_pretrained) if cfg.fan_init != "scratch" and cfg.fan_pretrained else None
+        pretrained = read_pretrained_fan(str(path)) if path else None
         detector, report = build_detector(num_points=cfg.num_points, init=cfg.fan_init, pretrained=pretrained,
                                           features=cfg.fan_features, depth=cfg.hourglass_depth)
+        if report is not None:
+            check_pretrained_fit(report, str(path))
     generator = Generator(num_points=cfg.num_points, conv_dim=cfg.gen_conv_dim, res_blocks=cfg.gen_res_blocks)
     model = LandmarkAutoencoder(detector=detector, generator=generator, temperature=cfg.temperature,
                                 heatmap_s=cfg.heatmap_s)

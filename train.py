@@ -47,7 +47,7 @@ from losses import build_reconstruction_loss, equivariance_loss, separation_loss
 from model import (HEATMAP_STRIDE, AuxSource, LandmarkAutoencoder, ModelConfig, Objective, build_model,
                    count_parameters, derangement)
 from utils.checkpoint import (FORMAT, atomic_torch_save, git_sha, prune_step_checkpoints, read_checkpoint,
-                              step_checkpoints)
+                              read_training_checkpoint, step_checkpoints)
 from utils.config import (build, check_values, commented_yaml, load_config, markdown_table, merge, parse_overrides,
                           to_dict, to_yaml)
 from utils.config_keys import TRAIN_KEYS
@@ -55,6 +55,7 @@ from utils.errors import UserError, one_line
 from utils.geometry import heatmap_to_image_xy
 from utils.metrics import collapse_stats, collapse_warning, format_collapse, nme, regress_points
 from utils.sampler import ResumableBatchSampler, batches_per_pass
+from utils.warm_start import init_from_checkpoint
 from utils.visualize import distinct_colors, draw_points, image_grid, save_png
 
 
@@ -107,6 +108,7 @@ class OptimConfig:
     epochs: int = 34  # the reference README evaluates epoch 33, i.e. after 34 epochs
     max_steps: int = 0  # stop after this many iterations (0: epochs * iters_per_epoch)
     max_minutes: float = 0.0  # wall-time budget of this invocation: validate, save and stop (0: none)
+    init_from: str = ""  # warm start: another run's checkpoint's weights, fresh optimisers/schedule/step
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
         if is_run_dir_without_checkpoint(Path(args.resume)):
             raise UserError(f"{args.resume}: this run stopped before its first checkpoint, so there is nothing to "
                             f"resume; start it again with --config FILE log.run_dir={args.resume}")
-        ckpt = read_checkpoint(args.resume)
+        ckpt = read_training_checkpoint(args.resume)
         overrides = parse_overrides(args.overrides)
         check_model_unchanged(ckpt["config"].get("model", {}), overrides.get("model", {}), ckpt["path"])
         return build(TrainConfig, merge(ckpt["config"], overrides)), ckpt
@@ -462,7 +464,7 @@ def train(args: argparse.Namespace) -> int:
     val_sets = validation_sets(cfg) if d.is_main else None
 
     # model, loss, optimisers
-    model, report = build_model(cfg.model, from_checkpoint=ckpt is not None)
+    model, report = build_model(cfg.model, from_checkpoint=ckpt is not None or bool(cfg.train.init_from))
     loss_fn = build_reconstruction_loss(perceptual=cfg.loss.perceptual.enabled, weights=cfg.loss.perceptual.weights,
                                         imagenet_normalize=cfg.loss.perceptual.imagenet_normalize,
                                         pixel_weight=cfg.loss.pixel_weight, perceptual_weight=cfg.loss.perceptual_weight)
@@ -486,6 +488,10 @@ def train(args: argparse.Namespace) -> int:
         run_dir = Path(ckpt["path"]).parent
     else:
         run_dir = new_run_dir(cfg, d)
+        if cfg.train.init_from:  # weights only: optimisers, schedules and step stay fresh
+            loaded = init_from_checkpoint(model, cfg.train.init_from, cfg.model)
+            if d.is_main:
+                print(loaded)
 
     train_model: torch.nn.Module = model
     if d.enabled:

@@ -1,8 +1,11 @@
+import hashlib
 import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import losses
 from losses import (
     PerceptualFeatures, ReconstructionLoss, build_reconstruction_loss, load_vgg16_features, torchvision_vgg16_cache_path,
 )
@@ -59,15 +62,47 @@ def test_pixel_only_loss_has_no_vgg():
     assert terms["total"].item() == pytest.approx(0.25)
 
 
-def test_missing_imagenet_weights_fail_with_one_clear_line(tmp_path, monkeypatch):
+def test_offline_imagenet_weights_fail_with_one_line_naming_file_place_and_source(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    unreachable = (tmp_path / "no-server" / "vgg16-397923af.pth").as_uri()  # fails at once, like no network
+    monkeypatch.setattr(losses, "imagenet_vgg16_url", lambda: unreachable)
     with pytest.raises(UserError) as info:
         build_reconstruction_loss(perceptual=True, weights="imagenet")
     message = str(info.value)
-    assert "\n" not in message
-    assert str(torchvision_vgg16_cache_path()) in message and "weights=random" in message
+    assert "\n" not in message and message.startswith("cannot download VGG16 ImageNet weights")
+    assert f"put vgg16-397923af.pth from {unreachable} into {tmp_path / 'hub' / 'checkpoints'}/" in message
+    assert "weights=random" in message
     with pytest.raises(UserError, match="not found at .*nowhere.pth"):
         load_vgg16_features(str(tmp_path / "nowhere.pth"))
+
+
+def vgg_file_named_by_its_hash(folder, state, prefix=None):
+    """A VGG16 state dict saved as vgg16-<first 8 hex of its SHA-256>.pth, torchvision's naming."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plain = folder / "vgg16.pth"
+    torch.save(state, plain)
+    digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+    return plain.rename(folder / f"vgg16-{prefix or digest[:8]}.pth")
+
+
+def test_imagenet_weights_are_downloaded_once_into_the_hub_cache_and_hash_checked(tmp_path, monkeypatch, random_vgg):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    source = vgg_file_named_by_its_hash(tmp_path / "server", {f"features.{k}": v for k, v in random_vgg.state_dict().items()})
+    monkeypatch.setattr(losses, "imagenet_vgg16_url", lambda: source.as_uri())
+    assert torch.equal(load_vgg16_features("imagenet")[0].weight, random_vgg[0].weight)
+    cached = tmp_path / "home" / "hub" / "checkpoints" / source.name
+    assert cached.read_bytes() == source.read_bytes()
+    source.unlink()  # the second time it comes from the cache
+    assert torch.equal(load_vgg16_features("imagenet")[21].weight, random_vgg[21].weight)
+
+
+def test_imagenet_weights_with_a_wrong_hash_are_refused_and_not_cached(tmp_path, monkeypatch, random_vgg):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    source = vgg_file_named_by_its_hash(tmp_path / "server", random_vgg.state_dict(), prefix="00000000")
+    monkeypatch.setattr(losses, "imagenet_vgg16_url", lambda: source.as_uri())
+    with pytest.raises(UserError, match="invalid hash value .*put vgg16-00000000.pth from"):
+        load_vgg16_features("imagenet")
+    assert list((tmp_path / "home" / "hub" / "checkpoints").iterdir()) == []
 
 
 def test_weights_load_from_a_path_and_from_the_torchvision_cache(tmp_path, monkeypatch, random_vgg):

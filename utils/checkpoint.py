@@ -23,6 +23,8 @@ from utils.files import atomic_write
 
 FORMAT = "inter-intra-landmarks/1"
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+TRAINING_STATE_KEYS = ("optim_fan", "optim_gen", "sched_fan", "sched_gen", "step", "data_pass", "batch_in_pass",
+                       "best_val_nme", "rng")  # what --resume restores besides the weights
 
 
 def git_sha(repo: Path | None = None) -> str:
@@ -78,9 +80,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:
         raise UserError(f"{file}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{file}: not a checkpoint of this repository (expected format {FORMAT!r}; "
-                        "a reference model_N.fan.pth is a bare FAN state dict: pass it as model.fan_pretrained)")
+        raise UserError(f"{file}: not a checkpoint of this repository (expected format {FORMAT!r}); a reference "
+                        "model_N.fan.pth converts with python -m utils.import_reference --fan model_N.fan.pth "
+                        "--gen model_N.gen.pth --core fan_109.pth --out ours.pt")
     ckpt["path"] = str(file)
+    return ckpt
+
+
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint that `--resume` can continue: one with optimiser state, not an imported model."""
+    ckpt = read_checkpoint(path)
+    missing = [key for key in TRAINING_STATE_KEYS if key not in ckpt]
+    if missing:
+        raise UserError(f"{ckpt['path']}: no training state to resume (no {', '.join(missing[:2])}, ...; an imported "
+                        f"model?); start a new run from its weights with train.init_from={ckpt['path']}")
     return ckpt
 
 

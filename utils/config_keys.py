@@ -17,7 +17,8 @@ TRAIN_KEYS: dict[str, Key] = {
     "model.num_points": Key("number of landmarks K", at_least=1),
     "model.fan_init": Key("how the FAN detector starts: scratch, finetune (all fan_109.pth weights train) or "
                           "incremental (its 3x3 kernels frozen and recombined by learned matrices)"),
-    "model.fan_pretrained": Key("path to SAIC's fan_109.pth; without it fan_init falls back to scratch, with a warning"),
+    "model.fan_pretrained": Key("SAIC's fan_109.pth: auto (fetched once into torch's hub cache and checked), a path, "
+                                "or null (fan_init falls back to scratch, with a warning)"),
     "model.fan_features": Key("FAN width (256 in the reference; smaller for CPU-sized runs)", at_least=1),
     "model.hourglass_depth": Key("levels of the hourglass (4 in the reference)", at_least=1),
     "model.gen_conv_dim": Key("generator width", at_least=1),
@@ -67,6 +68,8 @@ TRAIN_KEYS: dict[str, Key] = {
     "train.epochs": Key("epochs to train (34: the reference README's evaluated model)", at_least=1),
     "train.max_steps": Key("stop after this many steps (0: epochs * iters_per_epoch)", at_least=0),
     "train.max_minutes": Key("wall-time budget of one invocation: validate, save and stop (0: none)", at_least=0),
+    "train.init_from": Key("warm start: a checkpoint (ours or imported) whose weights start a new run, with fresh "
+                           "optimisers, schedule and step"),
     # runtime
     "runtime.device": Key("auto (CUDA when present), cpu, cuda, cuda:N or mps; under torchrun the local rank's GPU"),
     "runtime.amp": Key("mixed precision: none, or bf16 autocast on CUDA"),
