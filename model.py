@@ -204,8 +204,13 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadRe
 
 
 def check_pretrained_fit(report: LoadReport, source: str) -> None:
-    """Stop unless the pretrained file filled every FAN tensor but the K-dependent output layer `l_0`."""
-    stray = ([k for k in report.missing if k not in OUTPUT_LAYER_KEYS] + report.unexpected
+    """Stop unless the pretrained file filled every FAN tensor but the K-dependent output layer `l_0`.
+
+    BatchNorm's `num_batches_tracked` counters may be absent (files saved before PyTorch 0.4.1 lack them);
+    they only count updates and do not change the outputs.
+    """
+    stray = ([k for k in report.missing if k not in OUTPUT_LAYER_KEYS and not k.endswith(".num_batches_tracked")]
+             + report.unexpected
              + [s for s in report.skipped_shape if s.split(" ", 1)[0] not in OUTPUT_LAYER_KEYS])
     if stray:
         raise UserError(f"{source}: not a pretrained FAN of this architecture (model.fan_features, "

@@ -111,6 +111,14 @@ def test_a_pretrained_fan_of_another_architecture_is_an_error_not_a_warning(tmp_
         build_model(ModelConfig(fan_pretrained="auto", **wider))
 
 
+def test_a_file_without_batchnorm_counters_still_loads(tmp_path, monkeypatch, hub):
+    """Files saved before PyTorch 0.4.1 have no num_batches_tracked; everything else must still match."""
+    old = {k: v for k, v in mpii_like_fan().items() if not k.endswith("num_batches_tracked")}
+    serve_fan(tmp_path, monkeypatch, old)
+    model, report = build_model(ModelConfig(fan_pretrained="auto", **SMALL))
+    assert report.missing and all(k.endswith("num_batches_tracked") or k.startswith("l_0") for k in report.missing)
+
+
 def test_scratch_never_needs_the_file(tmp_path, monkeypatch, hub):
     monkeypatch.setattr(utils.pretrained, "FAN_109", None)  # any use would fail
     model, report = build_model(ModelConfig(fan_init="scratch", fan_pretrained="auto", **SMALL))
