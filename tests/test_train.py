@@ -131,8 +131,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
 def test_ctrl_c_saves_a_checkpoint(synthetic_root, tmp_path):
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 100000) + [
         "log.checkpoint_every=100000", "validation.enabled=false", "log.log_every=1"]
+    # A shell's background job ignores SIGINT, and so would its children: give the run the default handling.
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: tmp_path.exists() and any(p.stat().st_size > 0 for p in tmp_path.glob("*/log.jsonl")), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
