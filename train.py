@@ -432,6 +432,63 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
 
 
+def configure_runtime(runtime: RuntimeConfig, device: torch.device, d: Dist) -> None:
+    """Threads, determinism and seeds of this process."""
+    # Loader workers are fork()ed: an OpenCV thread pool started here would deadlock them, and with
+    # one process per worker OpenCV's own threads only oversubscribe the CPU.
+    cv2.setNumThreads(1)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    if runtime.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(runtime.seed + d.rank)
+
+
+def build_optimizers(networks: list[torch.nn.Module], optim: OptimConfig
+                     ) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.StepLR]]:
+    """One Adam and one StepLR per network (detector, generator), with their own learning rates."""
+    optimizers = [torch.optim.Adam(net.parameters(), lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
+                  for net, lr in zip(networks, (optim.lr_fan, optim.lr_gen))]
+    return optimizers, [torch.optim.lr_scheduler.StepLR(opt, optim.step_size, optim.gamma) for opt in optimizers]
+
+
+def restore_training_state(ckpt: dict, model: torch.nn.Module, optimizers: list, schedulers: list
+                           ) -> tuple[int, int, int, float]:
+    """Load a checkpoint's weights, optimisers, schedulers and torch RNG; return (step, data pass, batch in
+    pass, best validation NME)."""
+    model.load_state_dict(ckpt["model"])
+    for obj, key in ((optimizers[0], "optim_fan"), (optimizers[1], "optim_gen"),
+                     (schedulers[0], "sched_fan"), (schedulers[1], "sched_gen")):
+        obj.load_state_dict(ckpt[key])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return ckpt["step"], ckpt["data_pass"], ckpt["batch_in_pass"], ckpt["best_val_nme"]
+
+
+def print_run_header(cfg: TrainConfig, run_dir: Path, device: torch.device, d: Dist, num_images: int,
+                     model: LandmarkAutoencoder, report, total_steps: int, step: int) -> None:
+    print(f"run folder {run_dir}  (git {git_sha()})")
+    print(f"device {device}, {d.world_size} process(es), batch {cfg.train.batch_size} per process = "
+          f"{cfg.train.batch_size * d.world_size} per step; {num_images} training images")
+    print(f"detector {count_parameters(model.detector, True):,} trainable of {count_parameters(model.detector):,}; "
+          f"generator {count_parameters(model.generator):,}; FAN init {cfg.model.fan_init}"
+          + (f" ({report.summary()})" if report else ""))
+    print(f"objective {cfg.train.objective}, {total_steps} steps" + (f", resuming at step {step}" if step else ""))
+
+
+def report_validation(progress: tqdm, step: int, val: dict, best_nme: float, num_points: int) -> dict[str, str]:
+    """Write a validation's line (and a collapse warning if due); return the progress bar's postfix."""
+    stats = {key.removeprefix("val_"): value for key, value in val.items()} | {"num_points": num_points}
+    progress.write(f"step {step}: validation NME {val['val_nme']:.2f}% (best {best_nme:.2f}%); "
+                   f"{format_collapse(stats)}")
+    if warning := collapse_warning(stats):
+        progress.write(f"warning: step {step}: {warning}")
+    return {"val_nme": f"{val['val_nme']:.2f}", "spread": f"{val['val_spread']:.2f}",
+            "distinct": f"{val['val_distinct']}/{num_points}", "lock": f"{val['val_part_lock']:.2f}"}
+
+
 def train(args: argparse.Namespace) -> int:
     cfg, ckpt = resolve_config(args)
     if args.print_config:
@@ -442,17 +499,7 @@ def train(args: argparse.Namespace) -> int:
     check_config(cfg)
     summary_writer = import_summary_writer() if cfg.log.tensorboard else None  # before anything is written
     d, device = setup_distributed(cfg.runtime.device)
-    # Loader workers are fork()ed: an OpenCV thread pool started here would deadlock them, and with
-    # one process per worker OpenCV's own threads only oversubscribe the CPU.
-    cv2.setNumThreads(1)
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    if cfg.runtime.deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    seed_everything(cfg.runtime.seed + d.rank)
+    configure_runtime(cfg.runtime, device, d)
 
     # data
     dataset = build_train_dataset(cfg.data.dataset, cfg.data.root, image_size=cfg.data.image_size,
@@ -472,19 +519,11 @@ def train(args: argparse.Namespace) -> int:
     model.to(device, memory_format=fmt)
     loss_fn.to(device)
     networks = [model.detector, model.generator]
-    optimizers = [torch.optim.Adam(net.parameters(), lr=lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
-                  for net, lr in zip(networks, (cfg.train.lr_fan, cfg.train.lr_gen))]
-    schedulers = [torch.optim.lr_scheduler.StepLR(opt, cfg.train.step_size, cfg.train.gamma) for opt in optimizers]
+    optimizers, schedulers = build_optimizers(networks, cfg.train)
 
     step, data_pass, batch_in_pass, best_nme = 0, 0, 0, math.inf
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        for obj, key in ((optimizers[0], "optim_fan"), (optimizers[1], "optim_gen"),
-                         (schedulers[0], "sched_fan"), (schedulers[1], "sched_gen")):
-            obj.load_state_dict(ckpt[key])
-        step, best_nme = ckpt["step"], ckpt["best_val_nme"]
-        data_pass, batch_in_pass = ckpt["data_pass"], ckpt["batch_in_pass"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        step, data_pass, batch_in_pass, best_nme = restore_training_state(ckpt, model, optimizers, schedulers)
         run_dir = Path(ckpt["path"]).parent
     else:
         run_dir = new_run_dir(cfg, d)
@@ -509,13 +548,7 @@ def train(args: argparse.Namespace) -> int:
         log_file = open(run_dir / "log.jsonl", "a" if ckpt is not None else "w")  # a new run replaces a failed start's
         if summary_writer is not None:
             writer = summary_writer(run_dir / "tensorboard")
-        print(f"run folder {run_dir}  (git {git_sha()})")
-        print(f"device {device}, {d.world_size} process(es), batch {cfg.train.batch_size} per process = "
-              f"{cfg.train.batch_size * d.world_size} per step; {len(dataset)} training images")
-        print(f"detector {count_parameters(model.detector, True):,} trainable of {count_parameters(model.detector):,}; "
-              f"generator {count_parameters(model.generator):,}; FAN init {cfg.model.fan_init}"
-              + (f" ({report.summary()})" if report else ""))
-        print(f"objective {cfg.train.objective}, {total_steps} steps" + (f", resuming at step {step}" if step else ""))
+        print_run_header(cfg, run_dir, device, d, len(dataset), model, report, total_steps, step)
 
     def save(name: str) -> Path:
         state = {"format": FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
@@ -583,11 +616,8 @@ def train(args: argparse.Namespace) -> int:
                     total_steps = step  # the last step: validate and checkpoint below, then stop
                     progress.write(f"train.max_minutes={cfg.train.max_minutes:g} reached at step {step}; stopping")
                 if step % cfg.log.log_every == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": step, "epoch": step / cfg.train.iters_per_epoch,
-                              **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
-                              "lr_fan": optimizers[0].param_groups[0]["lr"], "lr_gen": optimizers[1].param_groups[0]["lr"],
-                              "images_per_s": len(window) * cfg.train.batch_size * d.world_size / max(elapsed, 1e-9)}
+                    record = window_record(step, window, time.perf_counter() - window_start, optimizers, cfg.train,
+                                           d.world_size)
                     log(record)
                     progress.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.0f}",
                                          **val_postfix)
@@ -609,15 +639,7 @@ def train(args: argparse.Namespace) -> int:
                     best_nme = min(best_nme, val["val_nme"])
                     log({"step": step, **val, "best_val_nme": best_nme,
                          "val_seconds_fraction": val_seconds / max(train_seconds + val_seconds, 1e-9)})
-                    stats = {key.removeprefix("val_"): value for key, value in val.items()} | {
-                        "num_points": cfg.model.num_points}
-                    progress.write(f"step {step}: validation NME {val['val_nme']:.2f}% (best {best_nme:.2f}%); "
-                                   f"{format_collapse(stats)}")
-                    val_postfix = {"val_nme": f"{val['val_nme']:.2f}", "spread": f"{val['val_spread']:.2f}",
-                                   "distinct": f"{val['val_distinct']}/{cfg.model.num_points}",
-                                   "lock": f"{val['val_part_lock']:.2f}"}
-                    if warning := collapse_warning(stats):
-                        progress.write(f"warning: step {step}: {warning}")
+                    val_postfix = report_validation(progress, step, val, best_nme, cfg.model.num_points)
                     if improved:
                         save("best.pt")
                 if d.is_main and (step % cfg.log.checkpoint_every == 0 or epoch_end or step == total_steps):
@@ -639,15 +661,29 @@ def train(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     if d.enabled:
-        in_sync = check_ranks_in_sync(model, d)
-        if d.is_main:
-            print(f"weights identical on all {d.world_size} ranks: {in_sync}")
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "ranks_in_sync": in_sync, "world_size": d.world_size}) + "\n")
+        log_ranks_in_sync(model, d, run_dir, step)
     if d.is_main:
         print(f"done: {step} steps; checkpoints in {run_dir}" +
               (f"; best validation NME {best_nme:.2f}%" if math.isfinite(best_nme) else ""))
     return 0
+
+
+def window_record(step: int, window: list[dict[str, float]], elapsed_s: float, optimizers: list,
+                  optim: OptimConfig, world_size: int) -> dict:
+    """The log.jsonl record of the steps since the last one: mean loss terms, learning rates, throughput."""
+    return {"step": step, "epoch": step / optim.iters_per_epoch,
+            **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
+            "lr_fan": optimizers[0].param_groups[0]["lr"], "lr_gen": optimizers[1].param_groups[0]["lr"],
+            "images_per_s": len(window) * optim.batch_size * world_size / max(elapsed_s, 1e-9)}
+
+
+def log_ranks_in_sync(model: torch.nn.Module, d: Dist, run_dir: Path, step: int) -> None:
+    """Under DDP: compare the ranks' weights; rank 0 prints the result and appends it to log.jsonl."""
+    in_sync = check_ranks_in_sync(model, d)
+    if d.is_main:
+        print(f"weights identical on all {d.world_size} ranks: {in_sync}")
+        with open(run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "ranks_in_sync": in_sync, "world_size": d.world_size}) + "\n")
 
 
 def out_of_time(deadline: float, device: torch.device, d: Dist) -> bool:
