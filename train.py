@@ -489,6 +489,55 @@ def report_validation(progress: tqdm, step: int, val: dict, best_nme: float, num
             "distinct": f"{val['val_distinct']}/{num_points}", "lock": f"{val['val_part_lock']:.2f}"}
 
 
+class RunLog:
+    """Rank 0's log: one JSON record per line in log.jsonl, mirrored to TensorBoard when it is on.
+
+    A new run replaces the log.jsonl of a start that failed before its first checkpoint; a resumed run
+    appends. The run folder is created here.
+    """
+
+    def __init__(self, path: Path, *, append: bool, writer_cls: type | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a" if append else "w")
+        self.writer = writer_cls(path.parent / "tensorboard") if writer_cls is not None else None
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def add_image(self, tag: str, image_rgb: np.ndarray, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, image_rgb, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def training_state(cfg: TrainConfig, model: torch.nn.Module, optimizers: list, schedulers: list, step: int,
+                   data_pass: int, batch_in_pass: int, best_nme: float) -> dict:
+    """Everything a checkpoint holds (README, "Checkpoints"); `restore_training_state` reads it back."""
+    return {"format": FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
+            "optim_fan": optimizers[0].state_dict(), "optim_gen": optimizers[1].state_dict(),
+            "sched_fan": schedulers[0].state_dict(), "sched_gen": schedulers[1].state_dict(),
+            "step": step, "epoch": step // cfg.train.iters_per_epoch, "data_pass": data_pass,
+            "batch_in_pass": batch_in_pass, "best_val_nme": best_nme, "git_sha": git_sha(),
+            "rng": {"torch": torch.get_rng_state()}}
+
+
+def link_last_checkpoint(path: Path) -> None:
+    """Make last.pt a second name of the step file `path` (no second write), atomically."""
+    tmp = path.with_name(".last.pt.link")
+    tmp.unlink(missing_ok=True)
+    os.link(path, tmp)
+    os.replace(tmp, path.with_name("last.pt"))
+
+
 def train(args: argparse.Namespace) -> int:
     cfg, ckpt = resolve_config(args)
     if args.print_config:
@@ -541,43 +590,24 @@ def train(args: argparse.Namespace) -> int:
         train_model = torch.compile(train_model)
 
     total_steps = cfg.train.max_steps or cfg.train.epochs * cfg.train.iters_per_epoch
-    log_file, writer = None, None
+    run_log = RunLog(run_dir / "log.jsonl", append=ckpt is not None, writer_cls=summary_writer) if d.is_main else None
     if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        log_file = open(run_dir / "log.jsonl", "a" if ckpt is not None else "w")  # a new run replaces a failed start's
-        if summary_writer is not None:
-            writer = summary_writer(run_dir / "tensorboard")
         print_run_header(cfg, run_dir, device, d, len(dataset), model, report, total_steps, step)
 
     def save(name: str) -> Path:
-        state = {"format": FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
-                 "optim_fan": optimizers[0].state_dict(), "optim_gen": optimizers[1].state_dict(),
-                 "sched_fan": schedulers[0].state_dict(), "sched_gen": schedulers[1].state_dict(),
-                 "step": step, "epoch": step // cfg.train.iters_per_epoch, "data_pass": data_pass,
-                 "batch_in_pass": batch_in_pass, "best_val_nme": best_nme, "git_sha": git_sha(),
-                 "rng": {"torch": torch.get_rng_state()}}
+        state = training_state(cfg, model, optimizers, schedulers, step, data_pass, batch_in_pass, best_nme)
         path = run_dir / name
         atomic_torch_save(state, path)
         return path
 
     def checkpoint() -> None:
-        path = save(f"step_{step:08d}.pt")
-        tmp = run_dir / ".last.pt.link"
-        tmp.unlink(missing_ok=True)
-        os.link(path, tmp)  # last.pt is a second name of the newest step file: no second write
-        os.replace(tmp, run_dir / "last.pt")
+        link_last_checkpoint(save(f"step_{step:08d}.pt"))
         prune_step_checkpoints(run_dir, cfg.log.keep_checkpoints)
 
     def log(record: dict) -> None:
-        if log_file is None:
-            return
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
-        if writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    writer.add_scalar(key, value, record["step"])
+        if run_log is not None:
+            run_log.write(record)
 
     if d.is_main and cfg.log.save_init and step == 0:
         save("init.pt")
@@ -625,8 +655,8 @@ def train(args: argparse.Namespace) -> int:
                 if d.is_main and step % cfg.log.image_every == 0:
                     grid = save_training_grid(run_dir / f"train_{step:08d}.png", batch, rec, aux_index,
                                               cfg.model.num_points)
-                    if writer is not None:
-                        writer.add_image("train_grid", grid, step, dataformats="HWC")
+                    if run_log is not None:
+                        run_log.add_image("train_grid", grid, step)
                 epoch_end = step % cfg.train.iters_per_epoch == 0
                 if epoch_end:
                     for scheduler in schedulers:  # after the optimiser steps (the reference calls it before)
@@ -656,10 +686,8 @@ def train(args: argparse.Namespace) -> int:
         return 130
     finally:
         progress.close()
-        if log_file is not None:
-            log_file.close()
-        if writer is not None:
-            writer.close()
+        if run_log is not None:
+            run_log.close()
     if d.enabled:
         log_ranks_in_sync(model, d, run_dir, step)
     if d.is_main:
