@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datasets import EVAL_SPLITS, build_eval_dataset
-from eval_regressor import save_detections
+from utils.detections import save_detections
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
 from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint, load_model
 from utils.errors import UserError, exit_code_of

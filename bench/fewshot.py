@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 import eval_regressor
-from eval_regressor import Detections, EvalConfig, run_fewshot, save_detections
+from eval_regressor import EvalConfig, run_fewshot
+from utils.detections import Detections, save_detections
 
 MEAN_FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import eval_regressor
-from eval_regressor import load_detections, main, save_detections
+from eval_regressor import main
+from utils.detections import load_detections, save_detections
 from utils.errors import UserError
 
 FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
