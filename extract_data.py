@@ -5,7 +5,7 @@
 
 writes `<run folder>/detections/<split>.npz` per split: detected points and annotated points, both
 (x, y) in evaluation-crop pixels at the 128-px scale, image names, the checkpoint's identity and
-the settings used. `eval_regressor.py` reads these files.
+the settings used (format: `utils/detections.py`). `eval_regressor.py` reads these files.
 
 BatchNorm: `--bn-mode eval` (default) uses the running statistics, so a face's points do not
 depend on the other faces of its batch. `--bn-mode train` reproduces the reference, which never
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datasets import EVAL_SPLITS, build_eval_dataset
-from eval_regressor import save_detections
+from utils.detections import save_detections
 from model import HEATMAP_STRIDE, LandmarkAutoencoder
 from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint, load_model
 from utils.errors import UserError, exit_code_of

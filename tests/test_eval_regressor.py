@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import eval_regressor
-from eval_regressor import load_detections, main, save_detections
+from eval_regressor import main
+from utils.detections import load_detections, save_detections
 from utils.errors import UserError
+from utils.protocol import mean_shape_fit
 
 FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
 
@@ -171,7 +173,7 @@ def test_mean_training_shape_row_matches_a_hand_computation(tmp_path, capsys):
 
 
 def test_mean_shape_fit_by_hand():
-    fit = eval_regressor.mean_shape_fit(np.stack([FACE_XY_PX, FACE_XY_PX + [2.0, 0.0]]), FACE_XY_PX[None])
+    fit = mean_shape_fit(np.stack([FACE_XY_PX, FACE_XY_PX + [2.0, 0.0]]), FACE_XY_PX[None])
     assert fit.errors == pytest.approx([1 / 40]) and fit.point_errors == pytest.approx(np.full((1, 5), 1 / 40))
 
 

@@ -12,6 +12,7 @@ import train
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
 from utils.checkpoint import file_sha256, load_model
+from utils.detections import load_detections
 from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +38,8 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     out = run_dir / "det"
     assert extract_data.main(["--checkpoint", str(run_dir), "--data-root", str(synthetic_root), "--splits",
                               "mafl-train,mafl-test", "--out", str(out), "--workers", "0", "--quiet"]) == 0
-    train_file = eval_regressor.load_detections(out / "mafl-train.npz")
-    test_file = eval_regressor.load_detections(out / "mafl-test.npz")
+    train_file = load_detections(out / "mafl-train.npz")
+    test_file = load_detections(out / "mafl-test.npz")
     assert (train_file.n, test_file.n) == (108, 12) and train_file.k == 7
     assert train_file.split == "mafl-train" and "sha256:" in train_file.checkpoint
     assert train_file.settings["bn_mode"] == "eval" and train_file.settings["image_size"] == 32
@@ -65,7 +66,7 @@ def test_tight_overrides_the_training_crop_margin(run_dir, synthetic_root):
     out = run_dir / "det70"
     assert extract_data.main(["--checkpoint", str(run_dir), "--data-root", str(synthetic_root), "--splits", "mafl-test",
                               "--out", str(out), "--workers", "0", "--quiet", "--tight", "70", "--limit", "4"]) == 0
-    test_file = eval_regressor.load_detections(out / "mafl-test.npz")
+    test_file = load_detections(out / "mafl-test.npz")
     assert test_file.settings["tight"] == 70
     crops70 = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=70)
     crops40 = build_eval_dataset("mafl-test", synthetic_root, image_size=32, tight=TRAIN_TIGHT)
@@ -112,7 +113,7 @@ def test_an_image_folder_extracts_without_annotations(run_dir, synthetic_root, t
     out = tmp_path / "det"
     assert extract_data.main(["--checkpoint", str(run_dir), "--data-root", str(photos), "--splits", "folder",
                               "--out", str(out), "--workers", "0", "--quiet"]) == 0
-    folder = eval_regressor.load_detections(out / "folder.npz")
+    folder = load_detections(out / "folder.npz")
     assert folder.n == 3 and not folder.is_annotated and np.isfinite(folder.detected_xy_px).all()
 
 

@@ -14,6 +14,7 @@ import eval_regressor
 import extract_data
 import train
 from conftest import tiny_train_overrides
+from utils.detections import load_detections
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = ["--config", str(REPO / "configs" / "synthetic.yaml")]
@@ -159,7 +160,7 @@ def test_extraction_skips_and_counts_a_truncated_jpeg_when_asked(checkpoint, pho
         rc = extract_data.main(["--checkpoint", str(checkpoint), "--data-root", str(photos), "--splits", "folder",
                                 "--out", str(out), "--workers", "0", "--quiet", "--skip-bad-images"])
     assert rc == 0
-    assert list(eval_regressor.load_detections(out / "folder.npz").names) == ["000001.jpg", "000002.jpg", "000004.jpg"]
+    assert list(load_detections(out / "folder.npz").names) == ["000001.jpg", "000002.jpg", "000004.jpg"]
 
 
 # --- detect.py ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Pictures: landmarks drawn on faces, image grids, PNG files and simple plots.
 
-Used by train.py (landmark grids at eval time) and eval_regressor.py (result figures); nothing here
-keeps state. Images are RGB uint8 arrays (H, W, 3). Points are (x, y) in the image's own pixels with
+Used by train.py (landmark grids at eval time) and utils/report.py (eval_regressor.py's figures); nothing
+here keeps state. Images are RGB uint8 arrays (H, W, 3). Points are (x, y) in the image's own pixels with
 the pixel-centre convention: the centre of the top-left pixel is (0, 0), so a point (3, 5) lies at the
 centre of column 3, row 5. Use `rescale_points_px` to move points between image sizes.
 
