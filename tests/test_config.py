@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from train import TrainConfig
+from utils.train_config import TrainConfig
 from utils.config import build, load_config, parse_overrides, to_dict
 from utils.errors import UserError
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from model import LandmarkAutoencoder, build_model, unwrap_state_dict
-from train import TrainConfig
+from utils.train_config import TrainConfig
 from utils.checkpoint import FORMAT, atomic_torch_save, checkpoint_identity, git_sha
 from utils.config import load_config, to_dict
 from utils.errors import UserError, exit_code_of
