@@ -45,7 +45,7 @@ from datasets.celeba import (LANDMARK_FILE, MAFL_TEST_FILE, MAFL_TRAIN_FILE, cel
 from datasets.mtfl import load_mtfl_records, read_mtfl_annotations
 from datasets.records import read_name_list
 from utils.errors import UserError, exit_code_of
-from utils.files import atomic_write
+from utils.files import atomic_write, update_with_file
 
 VGG_RESOURCES = "http://www.robots.ox.ac.uk/~vgg/research/unsupervised_landmarks/resources"
 GB = 1e9
@@ -201,15 +201,6 @@ def total_length(response, offset: int) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def file_sha256(path: Path):
-    """A running SHA-256 of the bytes already in `path`, to continue with the rest of a download."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            hasher.update(chunk)
-    return hasher
-
-
 def verify_download(path: Path, got: int, announced: int | None, source: Source, digest: str) -> None:
     """Raise `UserError` unless the downloaded file is complete and matches what is known of it."""
     for what, expected in (("the server announced", announced), ("--bytes gives", source.exact_bytes)):
@@ -249,7 +240,8 @@ def download(source: Source, dest: Path, progress: Callable[[str], None]) -> Pat
             total = total_length(response, offset)
             if offset:
                 progress(f"  {source.name}: continuing {part} after {size_text(offset)}")
-            hasher, got = (file_sha256(part) if offset else hashlib.sha256()), offset
+            # a running SHA-256: the bytes already held, then the rest as it arrives
+            hasher, got = (update_with_file(hashlib.sha256(), part) if offset else hashlib.sha256()), offset
             next_report = got + REPORT_EVERY_BYTES
             with open(part, "ab" if offset else "wb") as f:
                 while chunk := response.read(CHUNK_BYTES):

@@ -19,7 +19,7 @@ import torch
 from model import LandmarkAutoencoder, ModelConfig, build_model
 from utils.config import build
 from utils.errors import UserError
-from utils.files import atomic_write
+from utils.files import atomic_write, update_with_file
 
 FORMAT = "inter-intra-landmarks/1"
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -99,11 +99,7 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's content, 64 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return update_with_file(hashlib.sha256(), path).hexdigest()
 
 
 def checkpoint_identity(path: str | Path, sha256: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash at any moment leaves the old file or the new one, never a torn file."""
+"""File helpers: atomic writes (a crash at any moment leaves the old file or the new one, never a torn
+file) and digests of a file's bytes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+Hasher = TypeVar("Hasher")  # a hashlib object: anything with update(bytes)
+DIGEST_CHUNK_BYTES = 1 << 20
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -36,3 +40,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         finally:
             os.close(dir_fd)
     return path
+
+
+def update_with_file(hasher: Hasher, path: str | Path) -> Hasher:
+    """Feed the bytes of `path` to `hasher` (e.g. `hashlib.sha256()`) in 1 MiB chunks; return it."""
+    with open(path, "rb") as f:
+        while chunk := f.read(DIGEST_CHUNK_BYTES):
+            hasher.update(chunk)
+    return hasher

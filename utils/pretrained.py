@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from utils.errors import UserError
+from utils.files import update_with_file
 
 DOWNLOAD_TIMEOUT_S = 15.0  # per connect and per read: an offline machine fails in seconds, not minutes
 
@@ -56,11 +57,7 @@ def hub_checkpoints_dir() -> Path:
 
 def git_blob_id(path: Path) -> str:
     """The id git gives the file's content: sha1 of b"blob <size>\\0" followed by the bytes."""
-    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return update_with_file(hashlib.sha1(b"blob %d\0" % path.stat().st_size), path).hexdigest()
 
 
 def download(url: str, dest: Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> None:
