@@ -205,16 +205,15 @@ def validation_sets(cfg: TrainConfig) -> tuple[Subset, Subset] | None:
     return Subset(fit, range(min(v.num_fit, len(fit)))), Subset(evaluation, range(min(v.num_eval, len(evaluation))))
 
 
-def validate(model: LandmarkAutoencoder, sets: tuple[Subset, Subset], cfg: TrainConfig, device: torch.device) -> dict:
-    """{"val_nme": forward NME (percent) of a ridge regressor fitted on the fit subset, on the evaluation
-    subset; "val_spread", "val_closest_pair", "val_distinct", "val_part_lock": the collapse measures
-    of the evaluation subset (utils.metrics.collapse_stats)}."""
+def validate(model: LandmarkAutoencoder, sets: tuple[Subset, Subset], cfg: TrainConfig, device: torch.device
+             ) -> tuple[float, dict]:
+    """(Forward NME in percent of a ridge regressor fitted on the fit subset, on the evaluation subset;
+    the collapse measures of the evaluation subset, `utils.metrics.collapse_stats`)."""
     fit, evaluation = (extract_points(model, s, batch_size=cfg.validation.batch_size, device=device, progress=False)
                        for s in sets)
     predicted = regress_points(fit["detected"], fit["annotated"], evaluation["detected"], cfg.validation.reg)
-    stats = collapse_stats(evaluation["detected"], evaluation["annotated"])
-    return {"val_nme": 100.0 * float(nme(predicted, evaluation["annotated"]).mean()),
-            **{f"val_{key}": value for key, value in stats.items() if key != "num_points"}}
+    return (100.0 * float(nme(predicted, evaluation["annotated"]).mean()),
+            collapse_stats(evaluation["detected"], evaluation["annotated"]))
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -376,15 +375,13 @@ def print_run_header(cfg: TrainConfig, run_dir: Path, device: torch.device, d: D
     print(f"objective {cfg.train.objective}, {total_steps} steps" + (f", resuming at step {step}" if step else ""))
 
 
-def report_validation(progress: tqdm, step: int, val: dict, best_nme: float, num_points: int) -> dict[str, str]:
+def report_validation(progress: tqdm, step: int, val_nme: float, best_nme: float, stats: dict) -> dict[str, str]:
     """Write a validation's line (and a collapse warning if due); return the progress bar's postfix."""
-    stats = {key.removeprefix("val_"): value for key, value in val.items()} | {"num_points": num_points}
-    progress.write(f"step {step}: validation NME {val['val_nme']:.2f}% (best {best_nme:.2f}%); "
-                   f"{format_collapse(stats)}")
+    progress.write(f"step {step}: validation NME {val_nme:.2f}% (best {best_nme:.2f}%); {format_collapse(stats)}")
     if warning := collapse_warning(stats):
         progress.write(f"warning: step {step}: {warning}")
-    return {"val_nme": f"{val['val_nme']:.2f}", "spread": f"{val['val_spread']:.2f}",
-            "distinct": f"{val['val_distinct']}/{num_points}", "lock": f"{val['val_part_lock']:.2f}"}
+    return {"val_nme": f"{val_nme:.2f}", "spread": f"{stats['spread']:.2f}",
+            "distinct": f"{stats['distinct']}/{stats['num_points']}", "lock": f"{stats['part_lock']:.2f}"}
 
 
 class RunLog:
@@ -561,13 +558,15 @@ def train(args: argparse.Namespace) -> int:
                         scheduler.step()
                 if d.is_main and val_sets is not None and (step % cfg.validation.every == 0 or step == total_steps):
                     t_val = time.perf_counter()
-                    val = validate(model, val_sets, cfg, device)
+                    val_nme, stats = validate(model, val_sets, cfg, device)
                     val_seconds += time.perf_counter() - t_val
-                    improved = val["val_nme"] < best_nme
-                    best_nme = min(best_nme, val["val_nme"])
-                    log({"step": step, **val, "best_val_nme": best_nme,
+                    improved = val_nme < best_nme
+                    best_nme = min(best_nme, val_nme)
+                    log({"step": step, "val_nme": val_nme,
+                         **{f"val_{key}": value for key, value in stats.items() if key != "num_points"},
+                         "best_val_nme": best_nme,
                          "val_seconds_fraction": val_seconds / max(train_seconds + val_seconds, 1e-9)})
-                    val_postfix = report_validation(progress, step, val, best_nme, cfg.model.num_points)
+                    val_postfix = report_validation(progress, step, val_nme, best_nme, stats)
                     if improved:
                         save("best.pt")
                 if d.is_main and (step % cfg.log.checkpoint_every == 0 or epoch_end or step == total_steps):
