@@ -484,7 +484,7 @@ def train(args: argparse.Namespace) -> int:
     if cfg.runtime.compile:
         train_model = torch.compile(train_model)
 
-    total_steps = cfg.train.max_steps or cfg.train.epochs * cfg.train.iters_per_epoch
+    total_steps = cfg.train.total_steps
     run_log = RunLog(run_dir / "log.jsonl", append=ckpt is not None, writer_cls=summary_writer) if d.is_main else None
     if d.is_main:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))

@@ -22,8 +22,10 @@ import yaml
 
 from utils import paper_results
 from utils.checkpoint import read_checkpoint
+from utils.config import build
 from utils.errors import UserError, exit_code_of
 from utils.files import atomic_write
+from utils.train_config import TrainConfig
 
 # train.objective -> the Table I method that the objective reproduces.
 OBJECTIVE_ROWS = {
@@ -40,12 +42,6 @@ def paper_row(objective: str, k: int) -> paper_results.TableIRow | None:
     return next((r for r in paper_results.TABLE_I if r.method == method and r.k == k), None)
 
 
-def total_steps(config: dict) -> int:
-    """The last step of a training run, as train.py computes it from the resolved config."""
-    train = config["train"]
-    return train["max_steps"] or train["epochs"] * train["iters_per_epoch"]
-
-
 def read_config(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: file not found; expected the resolved config of reproduce.sh's training run")
@@ -55,9 +51,9 @@ def read_config(path: Path) -> dict:
 def require_trained(train_dir: Path) -> None:
     """Raise a one-line `UserError` unless the newest checkpoint of `train_dir` is at the run's last step."""
     ckpt = read_checkpoint(train_dir)
-    config = ckpt["config"]
-    if ckpt["step"] < total_steps(config):
-        raise UserError(f"{ckpt['path']}: training stopped at step {ckpt['step']} of {total_steps(config)} "
+    last_step = build(TrainConfig, ckpt["config"]).train.total_steps
+    if ckpt["step"] < last_step:
+        raise UserError(f"{ckpt['path']}: training stopped at step {ckpt['step']} of {last_step} "
                         f"(train.max_minutes?); run the same command again to continue it")
 
 

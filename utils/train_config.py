@@ -61,6 +61,11 @@ class OptimConfig:
     max_minutes: float = 0.0  # wall-time budget of this invocation: validate, save and stop (0: none)
     init_from: str = ""  # warm start: another run's checkpoint's weights, fresh optimisers/schedule/step
 
+    @property
+    def total_steps(self) -> int:
+        """The run's last step: max_steps, or epochs * iters_per_epoch when max_steps is 0."""
+        return self.max_steps or self.epochs * self.iters_per_epoch
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
