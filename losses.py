@@ -159,7 +159,7 @@ def separation_loss(points_xy_frac: Tensor, bandwidth: float) -> Tensor:
         points_xy_frac: (B, K, 2) points in fractions of the image side, K >= 2.
         bandwidth: Gaussian width in fractions of the image side (> 0).
     """
-    b, k, _ = points_xy_frac.shape
+    k = points_xy_frac.shape[1]
     squared = torch.cdist(points_xy_frac.float(), points_xy_frac.float()).square()  # (B, K, K)
     kernel = torch.exp(-squared / (2.0 * bandwidth**2))  # (B, K, K), 1 on the diagonal
     return (kernel.sum(dim=(1, 2)) - k).mean() / (k * (k - 1))
