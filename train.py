@@ -11,7 +11,9 @@ self-contained files written atomically; `--resume` restores weights, optimisers
 step, data order and RNG, so a resumed run ends with the same weights as an uninterrupted one.
 A non-finite loss stops the run naming the step; Ctrl-C saves a checkpoint first.
 `train.max_minutes=55` gives one invocation a wall-time budget: when it is spent the run validates,
-saves and stops, and `--resume` continues it.
+saves and stops, and `--resume` continues it; `train.decay_at_budget=0.7` brings the first learning-rate
+decay forward to 70 % of that budget when the step schedule has not reached it, so a slow machine still
+trains at the lower rate before the budget ends.
 `python train.py --print-config` prints every config key with its default, what it accepts and what it does.
 """
 
@@ -295,8 +297,9 @@ def add_landmark_terms(terms: dict[str, torch.Tensor], rec, batch: dict, loss_cf
     if loss_cfg.equivariance_weight > 0:
         to_px = lambda points: heatmap_to_image_xy(points, HEATMAP_STRIDE)  # noqa: E731
         x_to_x_prime = batch["x_to_x_prime"].to(rec.points_x.device)  # (B, 2, 3)
+        x_prime_warp = batch["x_prime_warp"].to(rec.points_x.device)  # (B, 2, g, g)
         terms["equivariance"] = equivariance_loss(to_px(rec.points_x), to_px(rec.points_x_prime), x_to_x_prime,
-                                                  image_size)
+                                                  image_size, x_prime_warp)
         terms["total"] = terms["total"] + loss_cfg.equivariance_weight * terms["equivariance"]
     return terms
 
@@ -448,7 +451,8 @@ def train(args: argparse.Namespace) -> int:
     # data
     dataset = build_train_dataset(cfg.data.dataset, cfg.data.root, image_size=cfg.data.image_size,
                                   angle=cfg.data.angle, tight=cfg.data.tight, tight_jitter=cfg.data.tight_jitter,
-                                  flip=cfg.data.flip, skip_bad_images=cfg.data.skip_bad_images, seed=cfg.runtime.seed)
+                                  flip=cfg.data.flip, skip_bad_images=cfg.data.skip_bad_images, seed=cfg.runtime.seed,
+                                  warp_sigma=cfg.data.warp_sigma, warp_grid=cfg.data.warp_grid)
     if batches_per_pass(len(dataset), cfg.train.batch_size, d.world_size) < 1:
         raise UserError(f"data set {cfg.data.root} has {len(dataset)} images: fewer than one batch of "
                         f"{cfg.train.batch_size} per process; lower train.batch_size")
@@ -510,7 +514,10 @@ def train(args: argparse.Namespace) -> int:
                     disable=not (d.is_main and cfg.log.progress))
     window, window_start, train_seconds, val_seconds = [], time.perf_counter(), 0.0, 0.0
     val_postfix: dict[str, str] = {}  # the last validation's NME and collapse measures, on the progress bar
-    deadline = monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
+    start = monotonic()
+    deadline = start + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
+    decay_deadline = start + 60 * cfg.train.max_minutes * cfg.train.decay_at_budget if cfg.train.decay_at_budget > 0 \
+        else math.inf
     model.train()
     try:
         while step < total_steps:
@@ -540,6 +547,12 @@ def train(args: argparse.Namespace) -> int:
                 if step % cfg.log.log_every == 0 and out_of_time(deadline, device, d):
                     total_steps = step  # the last step: validate and checkpoint below, then stop
                     progress.write(f"train.max_minutes={cfg.train.max_minutes:g} reached at step {step}; stopping")
+                if (step % cfg.log.log_every == 0 and schedulers[0].last_epoch < cfg.train.step_size
+                        and out_of_time(decay_deadline, device, d)):
+                    jump_to_first_decay(schedulers)
+                    progress.write(f"train.decay_at_budget={cfg.train.decay_at_budget:g} of the time budget reached "
+                                   f"at step {step}: learning rate x {cfg.train.gamma:g} now")
+                    log({"step": step, "event": "decay_at_budget", "lr_fan": optimizers[0].param_groups[0]["lr"]})
                 if step % cfg.log.log_every == 0 or step == total_steps:
                     record = window_record(step, window, time.perf_counter() - window_start, optimizers, cfg.train,
                                            d.world_size)
@@ -609,6 +622,18 @@ def log_ranks_in_sync(model: torch.nn.Module, d: Dist, run_dir: Path, step: int)
         print(f"weights identical on all {d.world_size} ranks: {in_sync}")
         with open(run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "ranks_in_sync": in_sync, "world_size": d.world_size}) + "\n")
+
+
+def jump_to_first_decay(schedulers: list[torch.optim.lr_scheduler.StepLR]) -> None:
+    """Move each StepLR schedule ahead to its first decay: learning rates x gamma, epoch count at step_size.
+
+    Later decays then come step_size epochs after this one; the schedulers' state (checkpointed)
+    records the jump, so a resumed run neither repeats nor loses it.
+    """
+    for scheduler in schedulers:
+        for group in scheduler.optimizer.param_groups:
+            group["lr"] *= scheduler.gamma
+        scheduler.last_epoch = scheduler.step_size
 
 
 def out_of_time(deadline: float, device: torch.device, d: Dist) -> bool:

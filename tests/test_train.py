@@ -84,7 +84,7 @@ def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, ca
 def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_path):
     steps = 16
     common = tiny_train_overrides(synthetic_root, tmp_path / "straight", steps) + [
-        "log.checkpoint_every=2", "validation.enabled=false", "log.keep_checkpoints=20"]
+        "log.checkpoint_every=2", "validation.enabled=false", "log.keep_checkpoints=20", "data.warp_sigma=0.03"]
     assert train.main(CONFIG + common) == 0
     straight = read_checkpoint(run_dir_of(tmp_path / "straight"))
 
@@ -156,6 +156,26 @@ def test_max_minutes_validates_saves_and_stops_early(synthetic_root, tmp_path, m
     assert [r["step"] for r in records(run_dir) if "val_nme" in r] == [10]
 
 
+def test_decay_at_budget_brings_the_first_decay_forward_once(synthetic_root, tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 7))  # each reading of the clock is 7 s after the previous one
+    monkeypatch.setattr(train, "monotonic", lambda: float(next(clock)))
+    rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 1000) + [
+        "train.max_minutes=1", "train.decay_at_budget=0.25", "log.log_every=2", "validation.every=1000",
+        "log.checkpoint_every=1000"])
+    assert rc == 0
+    run_dir = run_dir_of(tmp_path)
+    # start read at 0 s (decay at 15 s, stop at 60 s); step 2 reads 7 (stop?) and 14 (decay?), step 4 reads
+    # 21 and 28: decay; then only the stop check reads: 35, 42, 49, 56, 63 at steps 6 to 14
+    log = records(run_dir)
+    assert [r for r in log if r.get("event") == "decay_at_budget"] == [
+        {"step": 4, "event": "decay_at_budget", "lr_fan": pytest.approx(1e-4)}]
+    lr_by_step = {r["step"]: r["lr_fan"] for r in log if "lr_fan" in r and "event" not in r}
+    assert lr_by_step[2] == pytest.approx(1e-3) and lr_by_step[14] == pytest.approx(1e-4)
+    ckpt = read_checkpoint(run_dir)
+    assert ckpt["step"] == 14 and ckpt["sched_fan"]["last_epoch"] == 3  # synthetic.yaml's step_size
+    assert ckpt["optim_gen"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
 def test_two_process_ddp_keeps_ranks_identical(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 4) + ["validation.enabled=false"]
@@ -181,7 +201,10 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
     for override, message in (("loss.separation_weight=-0.1", "'loss.separation_weight': expected >= 0, got -0.1"),
                               ("loss.equivariance_weight=-1", "'loss.equivariance_weight': expected >= 0, got -1"),
                               ("loss.separation_bandwidth=0", "'loss.separation_bandwidth': expected > 0, got 0"),
-                              ("loss.separaton_weight=1", "did you mean 'loss.separation_weight'")):
+                              ("loss.separaton_weight=1", "did you mean 'loss.separation_weight'"),
+                              ("data.warp_sigma=-0.01", "'data.warp_sigma': expected >= 0, got -0.01"),
+                              ("data.warp_grid=1", "'data.warp_grid': expected >= 2, got 1"),
+                              ("train.decay_at_budget=1", "'train.decay_at_budget': expected >= 0 and < 1, got 1")):
         assert train.main(CONFIG + [f"data.root={tmp_path}", f"log.out_dir={tmp_path}", override]) == 2, override
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
@@ -189,15 +212,16 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
 
 
 def test_training_loss_never_reads_annotated_points(synthetic_root):
-    """Same images and augmentation, annotated points replaced by NaN: the same loss, term by term."""
+    """Same images and augmentation (warp included), annotated points replaced by NaN: the same loss, term by term."""
     from datasets import build_train_dataset
     from model import ModelConfig, build_model
 
     cfg = train.build(train.TrainConfig, {"loss": {"separation_weight": 0.05, "equivariance_weight": 3.2,
                                                    "perceptual": {"enabled": False}}})
     dataset = build_train_dataset("synthetic", str(synthetic_root), image_size=32, angle=15.0, tight=20,
-                                  tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0)
+                                  tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0, warp_sigma=0.03)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(6)])
+    assert batch["x_prime_warp"].abs().amax() > 0
     assert torch.isfinite(batch["points_x"]).all()
     unannotated = dict(batch, points_x=torch.full_like(batch["points_x"], float("nan")),
                        points_x_prime=torch.full_like(batch["points_x_prime"], float("nan")))

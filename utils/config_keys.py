@@ -36,6 +36,9 @@ TRAIN_KEYS: dict[str, Key] = {
                       at_least=0),
     "data.tight_jitter": Key("random change of the margin per view, percent", at_least=0),
     "data.flip": Key("random horizontal flips (points relabelled left/right)"),
+    "data.warp_sigma": Key("elastic warp of x': std of its node displacements, fraction of the image side (0: off, "
+                           "the paper's pairs; README, 'Training from scratch')", at_least=0),
+    "data.warp_grid": Key("nodes per side of the elastic warp's displacement grid", at_least=2),
     "data.num_workers": Key("data loading processes (0: in the training process)", at_least=0),
     "data.skip_bad_images": Key("skip missing, undecodable or truncated images (counted) instead of stopping"),
     # loss
@@ -68,6 +71,9 @@ TRAIN_KEYS: dict[str, Key] = {
     "train.epochs": Key("epochs to train (34: the reference README's evaluated model)", at_least=1),
     "train.max_steps": Key("stop after this many steps (0: epochs * iters_per_epoch)", at_least=0),
     "train.max_minutes": Key("wall-time budget of one invocation: validate, save and stop (0: none)", at_least=0),
+    "train.decay_at_budget": Key("when this fraction of train.max_minutes is spent and the learning rate has not "
+                                 "decayed yet, take its first step_size decay now, so a slow machine still "
+                                 "trains at the lower rate before the budget ends (0: off)", at_least=0, below=1),
     "train.init_from": Key("warm start: a checkpoint (ours or imported) whose weights start a new run, with fresh "
                            "optimisers, schedule and step"),
     # runtime

@@ -21,6 +21,8 @@ class DataConfig:
     tight: int = 70  # crop margin, percent of the landmark extent
     tight_jitter: float = 4.0
     flip: bool = False
+    warp_sigma: float = 0.0  # elastic warp of x', std of its node displacements, fraction of the side (0: off)
+    warp_grid: int = 5  # the warp's nodes per side
     num_workers: int = 4
     skip_bad_images: bool = False
 
@@ -59,6 +61,7 @@ class OptimConfig:
     epochs: int = 34  # the reference README evaluates epoch 33, i.e. after 34 epochs
     max_steps: int = 0  # stop after this many iterations (0: epochs * iters_per_epoch)
     max_minutes: float = 0.0  # wall-time budget of this invocation: validate, save and stop (0: none)
+    decay_at_budget: float = 0.0  # fraction of max_minutes after which the first decay comes if not yet (0: off)
     init_from: str = ""  # warm start: another run's checkpoint's weights, fresh optimisers/schedule/step
 
     @property
