@@ -1,6 +1,5 @@
 """Elastic warps of x' (datasets/warps.py) and the equivariance loss through them (losses.py)."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
