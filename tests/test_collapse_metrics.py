@@ -81,6 +81,10 @@ def test_collapse_stats_and_warning():
     healthy = collapse_stats(faces, faces)
     assert healthy["spread"] == pytest.approx(1.0) and healthy["distinct"] == 5
     assert collapse_warning(healthy) is None
+    pairs = np.concatenate((faces, faces), axis=1)  # (50, 10, 2): each part marked twice
+    merged = collapse_stats(pairs, faces)
+    assert merged["distinct"] == 0 and merged["spread"] > 0.9
+    assert "merged: only 0 of 10" in collapse_warning(merged) and "blob" not in collapse_warning(merged)
 
 
 @pytest.mark.parametrize("k", [30, 50])

@@ -399,11 +399,16 @@ def collapse_stats(detected_xy: np.ndarray, annotated_xy: np.ndarray) -> dict[st
 
 
 def collapse_warning(stats: dict) -> str | None:
-    """A one-line warning when the points look collapsed (spread < 0.2 or fewer than K/2 distinct)."""
-    if stats["spread"] < COLLAPSED_SPREAD or stats["distinct"] < stats["num_points"] / 2:
+    """A one-line warning when the points look collapsed (spread < 0.2) or merged (fewer than K/2 distinct)."""
+    if stats["spread"] < COLLAPSED_SPREAD:
         return (f"the detected points look collapsed: spread {stats['spread']:.2f} (< {COLLAPSED_SPREAD} is a blob), "
                 f"{stats['distinct']} of {stats['num_points']} landmarks distinct; the NME may come from the blob "
                 "following the head pose, not from landmarks (README, 'Training from scratch')")
+    if stats["distinct"] < stats["num_points"] / 2:
+        return (f"the detected points look merged: only {stats['distinct']} of {stats['num_points']} landmarks are "
+                f"distinct (closest pair {stats['closest_pair']:.3f} IOD), though they spread over the face "
+                f"(spread {stats['spread']:.2f}); several detector channels mark the same place "
+                "(README, 'Training from scratch')")
     return None
 
 
