@@ -170,38 +170,20 @@ def apply_affine(points_xy: Tensor, matrix: Tensor) -> Tensor:
     return points_xy @ matrix[:, :, :2].transpose(1, 2) + matrix[:, None, :, 2]
 
 
-def displacement_at(field: Tensor, points_px: Tensor, image_size: int) -> Tensor:
-    """Per-sample elastic warp displacements D at (B, K, 2) crop-pixel points -> (B, K, 2) pixels.
-
-    `field`: (B, 2, g, g) node displacements (dx, dy) in pixels, nodes spread evenly from pixel 0 to
-    S - 1, bilinear between them and clamped outside (`datasets.warps`, whose numpy version this matches).
-    """
-    normalized = points_px.float() * (2.0 / (image_size - 1)) - 1.0  # (B, K, 2) in [-1, 1] over the grid
-    sampled = F.grid_sample(field.float(), normalized[:, :, None, :], mode="bilinear",
-                            padding_mode="border", align_corners=True)  # (B, 2, K, 1)
-    return sampled[..., 0].transpose(1, 2)
-
-
 def equivariance_loss(points_x_px: Tensor, points_x_prime_px: Tensor, x_to_x_prime: Tensor,
-                      image_size: int, x_prime_warp: Tensor | None = None) -> Tensor:
+                      image_size: int) -> Tensor:
     """Mean squared distance, in fractions of the image side, between x's points mapped into x'
-    and the points detected on x' (taken back through x''s warp, if any).
+    and the points detected on x'.
 
     Rewards points that follow the image content: the map between the two views is known from the
-    augmentation (rotations, crop boxes and warp), never from annotations. A point q detected on the
-    warped x' sits on the content that was at q + D(q) before the warp, so that is where x's mapped
-    point must be.
+    augmentation (rotations and crop boxes), never from annotations.
     Example (by hand): on a 32-px image, a point off by (3, 4) px after mapping costs
     (5 / 32)^2 = 0.0244.
 
     Args:
         points_x_px, points_x_prime_px: (B, K, 2) detected points in crop pixels of x and x'.
-        x_to_x_prime: (B, 2, 3) affine maps from x's crop pixels to x''s before its warp.
+        x_to_x_prime: (B, 2, 3) affine maps from x's crop pixels to x''s.
         image_size: crop side S in pixels.
-        x_prime_warp: (B, 2, g, g) node displacements of x''s warp in pixels (`displacement_at`), or None.
     """
     mapped = apply_affine(points_x_px.float(), x_to_x_prime.float())  # (B, K, 2)
-    target = points_x_prime_px.float()  # (B, K, 2)
-    if x_prime_warp is not None:
-        target = target + displacement_at(x_prime_warp, target, image_size)
-    return ((mapped - target) / image_size).square().sum(dim=-1).mean()
+    return ((mapped - points_x_prime_px.float()) / image_size).square().sum(dim=-1).mean()

@@ -297,9 +297,8 @@ def add_landmark_terms(terms: dict[str, torch.Tensor], rec, batch: dict, loss_cf
     if loss_cfg.equivariance_weight > 0:
         to_px = lambda points: heatmap_to_image_xy(points, HEATMAP_STRIDE)  # noqa: E731
         x_to_x_prime = batch["x_to_x_prime"].to(rec.points_x.device)  # (B, 2, 3)
-        x_prime_warp = batch["x_prime_warp"].to(rec.points_x.device)  # (B, 2, g, g)
         terms["equivariance"] = equivariance_loss(to_px(rec.points_x), to_px(rec.points_x_prime), x_to_x_prime,
-                                                  image_size, x_prime_warp)
+                                                  image_size)
         terms["total"] = terms["total"] + loss_cfg.equivariance_weight * terms["equivariance"]
     return terms
 
@@ -451,8 +450,7 @@ def train(args: argparse.Namespace) -> int:
     # data
     dataset = build_train_dataset(cfg.data.dataset, cfg.data.root, image_size=cfg.data.image_size,
                                   angle=cfg.data.angle, tight=cfg.data.tight, tight_jitter=cfg.data.tight_jitter,
-                                  flip=cfg.data.flip, skip_bad_images=cfg.data.skip_bad_images, seed=cfg.runtime.seed,
-                                  warp_sigma=cfg.data.warp_sigma, warp_grid=cfg.data.warp_grid)
+                                  flip=cfg.data.flip, skip_bad_images=cfg.data.skip_bad_images, seed=cfg.runtime.seed)
     if batches_per_pass(len(dataset), cfg.train.batch_size, d.world_size) < 1:
         raise UserError(f"data set {cfg.data.root} has {len(dataset)} images: fewer than one batch of "
                         f"{cfg.train.batch_size} per process; lower train.batch_size")

@@ -98,18 +98,16 @@ def build_eval_dataset(split: str, root: str | os.PathLike, *, image_size: int =
 
 def build_train_dataset(kind: str, root: str | os.PathLike, *, image_size: int = 128,
                         angle: float = 15.0, tight: int = 70, tight_jitter: float = 4.0,
-                        flip: bool = False, skip_bad_images: bool = False, seed: int = 0,
-                        warp_sigma: float = 0.0, warp_grid: int = 5) -> Dataset:
+                        flip: bool = False, skip_bad_images: bool = False, seed: int = 0
+                        ) -> Dataset:
     """Two-view training pairs of data set `kind` (`TRAIN_DATASETS` or "synthetic"), spec 3.1.
 
     Item: {"x", "x_prime": (3, S, S) float32 RGB in [0, 1]; "points_x", "points_x_prime": (5, 2)
     float32 crop pixels, NaN if unannotated; "x_to_x_prime": (2, 3) float32 affine map from x's
-    crop pixels to x''s before x''s warp; "x_prime_warp": (2, warp_grid, warp_grid) float32 node
-    displacements of that warp (zeros when `warp_sigma` is 0); "index": int; "name": str}. Returns a
+    crop pixels to x''s; "index": int; "name": str}. Returns a
     `pairs.TwoViewDataset`: call its `set_epoch(epoch)` each epoch; item randomness comes from
     `np.random.default_rng([seed, epoch, index])`.
     angle: std of x' rotation in degrees (x uses twice it); 0 disables rotation.
-    warp_sigma: std of x''s elastic warp, fraction of the side (0: no warp); warp_grid: its nodes per side.
     """
     if kind not in TRAIN_KIND_SPLITS:
         raise UserError(f"unknown training data set {kind!r}; expected one of "
@@ -119,9 +117,7 @@ def build_train_dataset(kind: str, root: str | os.PathLike, *, image_size: int =
     check_at_least("tight", tight, 0)
     check_at_least("tight_jitter", tight_jitter, 0)
     check_at_least("seed", seed, 0)
-    check_at_least("warp_sigma", warp_sigma, 0)
-    check_at_least("warp_grid", warp_grid, 2)
     records = load_records(TRAIN_KIND_SPLITS[kind], root, skip_bad_images=skip_bad_images)
     return TwoViewDataset(records, image_size=image_size, angle=angle, tight=tight,
                           tight_jitter=tight_jitter, flip=flip, skip_bad_images=skip_bad_images,
-                          seed=seed, warp_sigma=warp_sigma, warp_grid=warp_grid)
+                          seed=seed)

@@ -3,21 +3,15 @@
 For each view: θ = clip(N(0, 1) * std, -40, 40) degrees with std = `angle` for x' and 2 * `angle`
 for x; rotation about the image centre on an enlarged canvas with replicated borders; margin
 tight = int(`tight` + `tight_jitter` * N(0, 1)); the landmark-driven crop; resize to S x S. No
-colour jitter, and by default no warp, as in the reference. `angle = 0` gives unrotated views (the
+TPS warps and no colour jitter, as in the reference. `angle = 0` gives unrotated views (the
 reference crashes there).
-
-Elastic warp (`warp_sigma > 0`, off in the paper's configs): x' is then warped by a smooth random
-displacement field, `warp_grid` x `warp_grid` nodes each N(0, (warp_sigma * S)^2) pixels
-(`datasets.warps`), so that a global transform no longer explains the pair. Its node values travel
-with the item ("x_prime_warp") for the equivariance loss; "points_x_prime" are warped with it.
 
 Horizontal flip (`flip=True`): with probability 1/2 the source image is mirrored before both views
 (so both or neither are flipped). Unlike the reference, the points are mirrored too and their
 left/right labels swapped (`transforms.hflip_points`), so each point stays on its feature.
 
 Randomness: item `index` in epoch `epoch` draws from `np.random.default_rng([seed, epoch, index])`,
-in this order: the flip (only if `flip`), θ' and tight' for x', then θ and tight for x, then the
-warp's node displacements (only if `warp_sigma > 0`). An item is
+in this order: the flip (only if `flip`), θ' and tight' for x', then θ and tight for x. An item is
 therefore the same whatever the worker count, the worker it lands on, or the order of reads, and
 a resumed run that calls `set_epoch(epoch)` sees the same data as an uninterrupted one.
 
@@ -35,7 +29,6 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.records import NUM_POINTS, FaceRecord, SkippedDataWarning, read_image_rgb
-from datasets.warps import sample_displacements, warp_image, warp_points
 from datasets.transforms import (compose_affine, hflip_image, hflip_points, image_to_chw_float, invert_affine,
                                  rotate_and_crop)
 from utils.errors import UserError
@@ -51,16 +44,14 @@ def sample_view_params(rng: np.random.Generator, angle_std: float, tight: float,
 
 
 def make_pair(image: np.ndarray, points_xy: np.ndarray | None, rng: np.random.Generator, *,
-              angle: float, tight: float, tight_jitter: float, flip: bool, size: int,
-              warp_sigma: float = 0.0, warp_grid: int = 5) -> dict:
+              angle: float, tight: float, tight_jitter: float, flip: bool, size: int) -> dict:
     """Both views of one (H, W, 3) uint8 image with (5, 2) (x, y) pixel points or None.
 
     Returns numpy arrays {"x", "x_prime": (size, size, 3) uint8; "points_x", "points_x_prime":
     (5, 2) float32 crop pixels, NaN if unannotated; "x_to_x_prime": (2, 3) float32 affine map from
     x's crop pixels to x''s, built from the views' rotations and crop boxes alone (it sends
-    "points_x" onto "points_x_prime" before the warp; the flip precedes both views, so it is not
-    part of it); "x_prime_warp": (2, warp_grid, warp_grid) float32 node displacements of x''s warp
-    in pixels (`datasets.warps`; zeros when `warp_sigma` is 0); "flipped": bool}.
+    "points_x" onto "points_x_prime"; the flip precedes both views, so it is not part of it);
+    "flipped": bool}.
     """
     flipped = bool(flip and rng.random() < 0.5)
     if flipped:
@@ -76,11 +67,6 @@ def make_pair(image: np.ndarray, points_xy: np.ndarray | None, rng: np.random.Ge
         views[key], views["points_" + key] = view, view_points
     views["x_to_x_prime"] = compose_affine(source_to_crop["x_prime"],
                                            invert_affine(source_to_crop["x"])).astype(np.float32)
-    views["x_prime_warp"] = np.zeros((2, warp_grid, warp_grid), dtype=np.float32)
-    if warp_sigma > 0:
-        views["x_prime_warp"] = sample_displacements(rng, warp_grid, warp_sigma * size)
-        views["x_prime"] = warp_image(views["x_prime"], views["x_prime_warp"])
-        views["points_x_prime"] = warp_points(views["points_x_prime"], views["x_prime_warp"], size)
     views["flipped"] = flipped
     return views
 
@@ -90,8 +76,7 @@ class TwoViewDataset(Dataset):
 
     Item: {"x", "x_prime": (3, S, S) float32 RGB in [0, 1]; "points_x", "points_x_prime": (5, 2)
     float32 (x, y) crop pixels, NaN if unannotated; "x_to_x_prime": (2, 3) float32 affine map from
-    x's crop pixels to x''s before x''s warp; "x_prime_warp": (2, g, g) float32 node displacements of
-    that warp (see `make_pair`); "index": int; "name": str}.
+    x's crop pixels to x''s (see `make_pair`); "index": int; "name": str}.
 
     Call `set_epoch(epoch)` before each epoch (in the main process, before iterating; DataLoader
     workers pick it up when they are started for the epoch, i.e. with persistent_workers=False).
@@ -103,7 +88,7 @@ class TwoViewDataset(Dataset):
 
     def __init__(self, records: Sequence[FaceRecord], *, image_size: int, angle: float,
                  tight: float, tight_jitter: float, flip: bool, skip_bad_images: bool,
-                 seed: int, warp_sigma: float = 0.0, warp_grid: int = 5) -> None:
+                 seed: int) -> None:
         self.records = list(records)
         self.image_size = image_size
         self.angle = angle
@@ -112,8 +97,6 @@ class TwoViewDataset(Dataset):
         self.flip = flip
         self.skip_bad_images = skip_bad_images
         self.seed = seed
-        self.warp_sigma = warp_sigma
-        self.warp_grid = warp_grid
         self.epoch = 0
         self.bad_indices: set[int] = set()
 
@@ -151,12 +134,10 @@ class TwoViewDataset(Dataset):
         used, image = self.read_first_good(index)
         record = self.records[used]
         pair = make_pair(image, record.points_xy, rng, angle=self.angle, tight=self.tight,
-                         tight_jitter=self.tight_jitter, flip=self.flip, size=self.image_size,
-                         warp_sigma=self.warp_sigma, warp_grid=self.warp_grid)
+                         tight_jitter=self.tight_jitter, flip=self.flip, size=self.image_size)
         return {"x": torch.from_numpy(image_to_chw_float(pair["x"])),
                 "x_prime": torch.from_numpy(image_to_chw_float(pair["x_prime"])),
                 "points_x": torch.from_numpy(pair["points_x"]),
                 "points_x_prime": torch.from_numpy(pair["points_x_prime"]),
                 "x_to_x_prime": torch.from_numpy(pair["x_to_x_prime"]),
-                "x_prime_warp": torch.from_numpy(pair["x_prime_warp"]),
                 "index": used, "name": record.name}

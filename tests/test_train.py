@@ -84,7 +84,7 @@ def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, ca
 def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_path):
     steps = 16
     common = tiny_train_overrides(synthetic_root, tmp_path / "straight", steps) + [
-        "log.checkpoint_every=2", "validation.enabled=false", "log.keep_checkpoints=20", "data.warp_sigma=0.03"]
+        "log.checkpoint_every=2", "validation.enabled=false", "log.keep_checkpoints=20"]
     assert train.main(CONFIG + common) == 0
     straight = read_checkpoint(run_dir_of(tmp_path / "straight"))
 
@@ -202,8 +202,6 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
                               ("loss.equivariance_weight=-1", "'loss.equivariance_weight': expected >= 0, got -1"),
                               ("loss.separation_bandwidth=0", "'loss.separation_bandwidth': expected > 0, got 0"),
                               ("loss.separaton_weight=1", "did you mean 'loss.separation_weight'"),
-                              ("data.warp_sigma=-0.01", "'data.warp_sigma': expected >= 0, got -0.01"),
-                              ("data.warp_grid=1", "'data.warp_grid': expected >= 2, got 1"),
                               ("train.decay_at_budget=1", "'train.decay_at_budget': expected >= 0 and < 1, got 1")):
         assert train.main(CONFIG + [f"data.root={tmp_path}", f"log.out_dir={tmp_path}", override]) == 2, override
         err = capsys.readouterr().err.strip()
@@ -212,16 +210,15 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
 
 
 def test_training_loss_never_reads_annotated_points(synthetic_root):
-    """Same images and augmentation (warp included), annotated points replaced by NaN: the same loss, term by term."""
+    """Same images and augmentation, annotated points replaced by NaN: the same loss, term by term."""
     from datasets import build_train_dataset
     from model import ModelConfig, build_model
 
     cfg = train.build(train.TrainConfig, {"loss": {"separation_weight": 0.05, "equivariance_weight": 3.2,
                                                    "perceptual": {"enabled": False}}})
     dataset = build_train_dataset("synthetic", str(synthetic_root), image_size=32, angle=15.0, tight=20,
-                                  tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0, warp_sigma=0.03)
+                                  tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(6)])
-    assert batch["x_prime_warp"].abs().amax() > 0
     assert torch.isfinite(batch["points_x"]).all()
     unannotated = dict(batch, points_x=torch.full_like(batch["points_x"], float("nan")),
                        points_x_prime=torch.full_like(batch["points_x_prime"], float("nan")))

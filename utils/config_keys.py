@@ -36,9 +36,6 @@ TRAIN_KEYS: dict[str, Key] = {
                       at_least=0),
     "data.tight_jitter": Key("random change of the margin per view, percent", at_least=0),
     "data.flip": Key("random horizontal flips (points relabelled left/right)"),
-    "data.warp_sigma": Key("elastic warp of x': std of its node displacements, fraction of the image side (0: off, "
-                           "the paper's pairs; README, 'Training from scratch')", at_least=0),
-    "data.warp_grid": Key("nodes per side of the elastic warp's displacement grid", at_least=2),
     "data.num_workers": Key("data loading processes (0: in the training process)", at_least=0),
     "data.skip_bad_images": Key("skip missing, undecodable or truncated images (counted) instead of stopping"),
     # loss

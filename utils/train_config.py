@@ -21,8 +21,6 @@ class DataConfig:
     tight: int = 70  # crop margin, percent of the landmark extent
     tight_jitter: float = 4.0
     flip: bool = False
-    warp_sigma: float = 0.0  # elastic warp of x', std of its node displacements, fraction of the side (0: off)
-    warp_grid: int = 5  # the warp's nodes per side
     num_workers: int = 4
     skip_bad_images: bool = False
 
