@@ -514,8 +514,8 @@ def train(args: argparse.Namespace) -> int:
     val_postfix: dict[str, str] = {}  # the last validation's NME and collapse measures, on the progress bar
     start = monotonic()
     deadline = start + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
-    decay_deadline = start + 60 * cfg.train.max_minutes * cfg.train.decay_at_budget if cfg.train.decay_at_budget > 0 \
-        else math.inf
+    decay_deadline = start + 60 * cfg.train.max_minutes * cfg.train.decay_at_budget if deadline < math.inf \
+        and cfg.train.decay_at_budget > 0 else math.inf  # no budget: the step schedule alone
     model.train()
     try:
         while step < total_steps:

@@ -176,6 +176,16 @@ def test_decay_at_budget_brings_the_first_decay_forward_once(synthetic_root, tmp
     assert ckpt["optim_gen"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
+def test_decay_at_budget_without_a_budget_leaves_the_step_schedule_alone(synthetic_root, tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 7))
+    monkeypatch.setattr(train, "monotonic", lambda: float(next(clock)))
+    assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 6) + [
+        "train.decay_at_budget=0.5", "log.log_every=2", "validation.enabled=false"]) == 0
+    log = records(run_dir_of(tmp_path))
+    assert not [r for r in log if "event" in r]
+    assert [r["lr_fan"] for r in log if "lr_fan" in r] == [pytest.approx(1e-3)] * 3
+
+
 def test_two_process_ddp_keeps_ranks_identical(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 4) + ["validation.enabled=false"]

@@ -70,7 +70,7 @@ TRAIN_KEYS: dict[str, Key] = {
     "train.max_minutes": Key("wall-time budget of one invocation: validate, save and stop (0: none)", at_least=0),
     "train.decay_at_budget": Key("when this fraction of train.max_minutes is spent and the learning rate has not "
                                  "decayed yet, take its first step_size decay now, so a slow machine still "
-                                 "trains at the lower rate before the budget ends (0: off)", at_least=0, below=1),
+                                 "trains at the lower rate before the budget ends (0, or no max_minutes: off)", at_least=0, below=1),
     "train.init_from": Key("warm start: a checkpoint (ours or imported) whose weights start a new run, with fresh "
                            "optimisers, schedule and step"),
     # runtime
