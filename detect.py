@@ -46,14 +46,14 @@ from tqdm import tqdm
 
 from datasets.records import SkippedDataWarning, read_image_rgb
 from datasets.transforms import image_to_chw_float
-from extract_data import resolve_device
-from model import HEATMAP_STRIDE, LandmarkAutoencoder
-from utils.checkpoint import checkpoint_identity, find_checkpoint, load_model
+from model import LandmarkAutoencoder, load_model
+from utils.checkpoint import checkpoint_identity, find_checkpoint
+from utils.dataset_registry import IMAGE_SUFFIXES
+from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
 from utils.geometry import heatmap_to_image_xy
 from utils.visualize import distinct_colors, draw_points, save_png
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 CROP_MODES = ("centre", "full", "box")
 CSV_FIELDS = ("image", "landmark", "x", "y")
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) integer pixels, x1 and y1 exclusive
@@ -205,7 +205,7 @@ def detect_crops(model: LandmarkAutoencoder, crops: Sequence[np.ndarray], device
     """(B of (S, S, 3) uint8 RGB crops) -> (B, K, 2) float64 points (x, y) in crop pixels."""
     images = torch.from_numpy(np.stack([image_to_chw_float(c) for c in crops])).to(device)  # (B, 3, S, S)
     points_hm, _ = model.detect(images)  # (B, K, 2) heatmap pixels
-    return heatmap_to_image_xy(points_hm.float(), HEATMAP_STRIDE).cpu().numpy().astype(np.float64)
+    return heatmap_to_image_xy(points_hm.float()).cpu().numpy().astype(np.float64)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,12 @@
-"""Evaluate detected landmarks with the linear-regressor protocol (spec section 5) and compare to the paper.
+"""Evaluate detected landmarks with the linear-regressor protocol (docs/reference.md) and compare to the paper.
 
     python eval_regressor.py --dir runs/celeba_k10/detections --dataset mafl
     python eval_regressor.py --train mafl-train.npz --test mafl-test.npz --mode both --repeats 10
     python eval_regressor.py --dir runs/x/detections-last --dataset mafl \\
         --compare "untrained detector=runs/x/detections-init"
 
-Reads the per-split `.npz` files written by extract_data.py (`save_detections` in utils/detections.py
-defines the format), fits a ridge regressor from detected to annotated points (forward; "bwd" is the reverse) on
+Reads the per-split `.npz` files written by extract_data.py (`save_detections` in
+utils/evaluation/detections.py defines the format), fits a ridge regressor from detected to annotated points (forward; "bwd" is the reverse) on
 the training split and reports the test NME in percent of the inter-ocular distance, beside the
 paper's Table I, then the few-shot table (N training images, mean ± std over seeded draws) beside
 Table II. Writes results.md/.json/.csv and PNG figures to --out.
@@ -29,13 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from utils.detections import check_pair, dir_inputs, load_comparisons, load_detections
+from utils.dataset_registry import BENCHMARKS
 from utils.errors import UserError
+from utils.evaluation.detections import check_pair, dir_inputs, load_comparisons, load_detections
+from utils.evaluation.protocol import EvalConfig, check_sizes, evaluate
+from utils.evaluation.report import write_outputs
 from utils.metrics import SOLVERS, collapse_warning
-from utils.protocol import EvalConfig, check_sizes, evaluate
-from utils.report import write_outputs
-
-DATASETS = ("mafl", "aflw", "mtfl")
 DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
 
 
@@ -48,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path,
         help="folder holding <dataset>-train.npz and <dataset>-test.npz (mtfl: -val.npz if -test is absent)",
     )
-    src.add_argument("--dataset", choices=DATASETS, help="which dataset's files to take from --dir")
+    src.add_argument("--dataset", choices=tuple(BENCHMARKS), help="which dataset's files to take from --dir")
     p.add_argument(
         "--reg", type=float, default=1e-4,
         help="ridge lambda, relative to the largest entry of XᵀX (default %(default)g, the "
@@ -87,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--reference-fewshot", action="store_true",
-        help="reproduce the reference: one draw of N + 1 images (spec 7, bug 9); only for comparison",
+        help="reproduce the reference: one draw of N + 1 images (docs/reference.md, bug 9); only for comparison",
     )
     p.add_argument(
         "--reference-backward", action="store_true",
-        help="reproduce the reference's backward error, divided by 10 whatever K is (spec 7, bug 8)",
+        help="reproduce the reference's backward error, divided by 10 whatever K is (docs/reference.md, bug 8)",
     )
     p.add_argument(
         "--out", type=Path,

@@ -5,7 +5,7 @@
 
 writes `<run folder>/detections/<split>.npz` per split: detected points and annotated points, both
 (x, y) in evaluation-crop pixels at the 128-px scale, image names, the checkpoint's identity and
-the settings used (format: `utils/detections.py`). `eval_regressor.py` reads these files.
+the settings used (format: `utils/evaluation/detections.py`). `eval_regressor.py` reads these files.
 
 BatchNorm: `--bn-mode eval` (default) uses the running statistics, so a face's points do not
 depend on the other faces of its batch. `--bn-mode train` reproduces the reference, which never
@@ -16,90 +16,22 @@ different numbers; report which one you used.
 from __future__ import annotations
 
 import argparse
-import copy
-import re
 import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from datasets import EVAL_SPLITS, build_eval_dataset
-from utils.detections import save_detections
-from model import HEATMAP_STRIDE, LandmarkAutoencoder
-from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint, load_model
+from datasets import build_eval_dataset
+from model import load_model
+from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint
+from utils.dataset_registry import EVAL_SPLITS
+from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
-from utils.geometry import heatmap_to_image_xy
-from utils.visualize import rescale_points_px
+from utils.evaluation.detections import save_detections
+from utils.extraction import BN_MODES, extract_points
+from utils.run_config import check_image_size
 
-EVAL_SCALE = 128  # saved points are in crop pixels of a 128 x 128 crop, whatever the model's size
 PREVIEW_IMAGES = 16
-
-
-DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def resolve_device(name: str, key: str = "--device") -> torch.device:
-    """The torch device named `name` (auto, cpu, cuda, cuda:N, mps), checked to exist on this machine.
-
-    key: the option or config key that gave the name, for the one-line error.
-    """
-    if not DEVICE_NAME.fullmatch(name):
-        raise UserError(f"{key} {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"{key} {name!r}: CUDA is not available on this machine; use cpu or auto")
-        count = torch.cuda.device_count()
-        if int(name.partition(":")[2] or 0) >= count:
-            raise UserError(f"{key} {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{key} {name!r}: MPS is not available on this machine; use cpu or auto")
-    return torch.device(name)
-
-
-@torch.no_grad()
-def extract_points(model: LandmarkAutoencoder, dataset: Dataset, *, batch_size: int = 30, num_workers: int = 0,
-                   device: torch.device | str = "cpu", bn_mode: str = "eval", progress: bool = True,
-                   preview: int = 0) -> dict[str, np.ndarray]:
-    """Detected and annotated points of every item of an evaluation-crop dataset, in order.
-
-    Returns {"detected": (N, K, 2), "annotated": (N, 5, 2), both (x, y) crop pixels at the 128-px
-    scale; "names": (N,) str; "preview_images": (min(preview, N), S, S, 3) uint8 RGB}.
-    `bn_mode="train"` uses batch statistics (the reference's behaviour) without touching the
-    model's running statistics. The model's train/eval state is restored afterwards.
-    """
-    if bn_mode not in ("eval", "train"):
-        raise UserError(f"bn mode {bn_mode!r}: expected eval or train")
-    was_training = model.training
-    if bn_mode == "train":  # batch statistics; a copy absorbs the running-statistics updates
-        model = copy.deepcopy(model).train()
-    else:
-        model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    detected, annotated, names, previews = [], [], [], []
-    for batch in tqdm(loader, desc="extract", unit="batch", disable=not progress, leave=False):
-        images = batch["image"].to(device, non_blocking=True)  # (B, 3, S, S)
-        size = images.shape[-1]
-        points_hm, _ = model.detect(images)  # (B, K, 2) heatmap pixels
-        points_px = heatmap_to_image_xy(points_hm.float(), HEATMAP_STRIDE).cpu().numpy()  # crop pixels
-        detected.append(rescale_points_px(points_px, (size, size), (EVAL_SCALE, EVAL_SCALE)))
-        annotated.append(rescale_points_px(batch["points"].numpy(), (size, size), (EVAL_SCALE, EVAL_SCALE)))
-        names.extend(batch["name"])
-        if sum(len(p) for p in previews) < preview:
-            previews.append((batch["image"].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-    if bn_mode == "eval":
-        model.train(was_training)
-    if not names:
-        raise UserError("the split is empty: no image to extract points from")
-    preview_images = np.concatenate(previews)[:preview] if previews else np.zeros((0, 1, 1, 3), np.uint8)
-    return {"detected": np.concatenate(detected).astype(np.float32),
-            "annotated": np.concatenate(annotated).astype(np.float32),
-            "names": np.array(names), "preview_images": preview_images}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=30,
                    help="faces per batch (default 30, the reference's); matters only with --bn-mode train")
     p.add_argument("--workers", type=int, default=4, help="data loading processes (default: %(default)s)")
-    p.add_argument("--bn-mode", choices=("eval", "train"), default="eval",
+    p.add_argument("--bn-mode", choices=BN_MODES, default="eval",
                    help="BatchNorm statistics: eval = running statistics (default, batch-independent); "
                         "train = batch statistics as the reference does (changes the numbers)")
     p.add_argument("--tight", type=int, default=None,
@@ -154,10 +86,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     image_size = args.image_size or ckpt["config"]["data"]["image_size"]
     tight = args.tight if args.tight is not None else ckpt["config"]["data"]["tight"]
-    multiple = 4 * 2 ** model_cfg.hourglass_depth  # the hourglass halves the heatmap hourglass_depth times
-    if image_size % multiple:
-        raise UserError(f"--image-size {image_size}: expected a multiple of {multiple} for this checkpoint "
-                        f"(4 times 2^model.hourglass_depth, {model_cfg.hourglass_depth})")
+    check_image_size(image_size, model_cfg.hourglass_depth, f"--image-size {image_size}")
     checkpoint_sha256 = file_sha256(ckpt_file)
     identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"

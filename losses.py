@@ -1,4 +1,7 @@
-"""Reconstruction loss: pixel MSE + VGG16 perceptual MSE (reference-spec.md section 2).
+"""The training objective's terms: the reconstruction loss (pixel MSE + VGG16 perceptual MSE, as the
+reference computes it) and the landmark terms for training from scratch (separation, equivariance).
+
+Reconstruction:
 
 Terms, each summed over the (output, target) pairs the objective produces:
 - pixel: MSE(output, target), mean over B*3*S*S;
@@ -21,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.errors import UserError
+from utils.geometry import heatmap_to_fraction_xy, heatmap_to_image_xy
 from utils.pretrained import fetch_imagenet_vgg16, hub_checkpoints_dir, imagenet_vgg16_url
+from utils.run_config import LossConfig
 
 VGG16_RELU_LAYERS = (3, 8, 15, 22)  # indices in vgg16().features of relu1_2, relu2_2, relu3_3, relu4_3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -144,8 +149,8 @@ def build_reconstruction_loss(*, perceptual: bool, weights: str = "imagenet", im
 
 
 # --------------------------------------------------------------------------------------------
-# Landmark terms for training from scratch (README, "Training from scratch"). Points are (x, y)
-# in fractions of the image side, so bandwidths keep their meaning at any heatmap size.
+# Landmark terms for training from scratch (docs/experiments.md, "Training from scratch"). Points are
+# (x, y) in fractions of the image side, so bandwidths keep their meaning at any heatmap size.
 
 
 def separation_loss(points_xy_frac: Tensor, bandwidth: float) -> Tensor:
@@ -187,3 +192,28 @@ def equivariance_loss(points_x_px: Tensor, points_x_prime_px: Tensor, x_to_x_pri
     """
     mapped = apply_affine(points_x_px.float(), x_to_x_prime.float())  # (B, K, 2)
     return ((mapped - points_x_prime_px.float()) / image_size).square().sum(dim=-1).mean()
+
+
+def add_landmark_terms(terms: dict[str, Tensor], points_x_hm: Tensor, points_x_prime_hm: Tensor,
+                       x_to_x_prime: Tensor, image_size: int, cfg: LossConfig) -> dict[str, Tensor]:
+    """The reconstruction terms plus the landmark terms that `cfg` weights above 0, weighted into "total".
+
+    Reads the detected points and the augmentation's view-to-view map, never annotated points.
+
+    Args:
+        terms: {"pixel", ..., "total"} of `ReconstructionLoss`.
+        points_x_hm, points_x_prime_hm: (B, K, 2) points detected on x and x', heatmap pixels.
+        x_to_x_prime: (B, 2, 3) affine maps from x's crop pixels to x''s.
+        image_size: crop side S in pixels.
+        cfg: the loss section of the run config (separation_weight, separation_bandwidth, equivariance_weight).
+    """
+    terms = dict(terms)
+    if cfg.separation_weight > 0:
+        both_views = heatmap_to_fraction_xy(torch.cat((points_x_hm, points_x_prime_hm)), image_size)  # (2B, K, 2)
+        terms["separation"] = separation_loss(both_views, cfg.separation_bandwidth)
+        terms["total"] = terms["total"] + cfg.separation_weight * terms["separation"]
+    if cfg.equivariance_weight > 0:
+        terms["equivariance"] = equivariance_loss(heatmap_to_image_xy(points_x_hm), heatmap_to_image_xy(points_x_prime_hm),
+                                                  x_to_x_prime.to(points_x_hm.device), image_size)
+        terms["total"] = terms["total"] + cfg.equivariance_weight * terms["equivariance"]
+    return terms

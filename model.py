@@ -1,10 +1,11 @@
 """The landmark autoencoder: FAN detector, heatmap bottleneck, appearance encoder and generator.
 
-Faithful to reference-spec.md sections 1.2-1.8. The training objective (spec 1.7, and the three
-ablations of the paper's Table I) is `LandmarkAutoencoder.forward`; the reconstruction loss is in
-losses.py; optimisation happens only in train.py.
+Faithful to the reference (docs/reference.md, "Architecture"). The training objective (the paper's
+core block, and the three ablations of its Table I) is `LandmarkAutoencoder.forward`; the losses are in
+losses.py; optimisation happens only in train.py. `build_model` makes a model from its config and
+`load_model` from a checkpoint. Nothing here downloads: pretrained weights come in as state dicts.
 
-Shape legend: B batch, K landmarks, C channels, S image side (128), M heatmap side (S / 4).
+Shape legend: B batch, K landmarks, C channels, S image side (128), M heatmap side (S / HEATMAP_STRIDE).
 Points are (x, y) in heatmap pixels unless a name says otherwise (see utils/geometry.py).
 """
 
@@ -12,28 +13,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.checkpoint import read_checkpoint
+from utils.config import build
 from utils.errors import UserError
 from utils.geometry import render_gaussian_heatmaps, soft_argmax
-from utils.pretrained import pretrained_fan_path
+from utils.run_config import AUX_SOURCES, FAN_INITS, OBJECTIVES, AuxSource, FanInit, ModelConfig, Objective
+from utils.state_dicts import PretrainedWeights
 
-FanInit = Literal["scratch", "finetune", "incremental"]
-Objective = Literal["all", "baseline", "inter", "cycle"]
-AuxSource = Literal["permute", "third_pass"]
-OBJECTIVES: tuple[str, ...] = ("all", "baseline", "inter", "cycle")
-AUX_SOURCES: tuple[str, ...] = ("permute", "third_pass")
-FAN_INITS: tuple[str, ...] = ("scratch", "finetune", "incremental")
-HEATMAP_STRIDE = 4  # image side / heatmap side, fixed by the architecture (two stride-2 stages)
 OUTPUT_LAYER_KEYS = ("l_0.weight", "l_0.bias")  # the FAN's K-channel head: its shape depends on K
 
 
 # --------------------------------------------------------------------------------------------
-# FAN detector (spec 1.2)
+# FAN detector (docs/reference.md)
 
 
 class ProjectedConv3x3(nn.Module):
@@ -41,7 +39,7 @@ class ProjectedConv3x3(nn.Module):
 
     Effective kernel = reshape(W @ reshape(old_weight, (out, in*9))), with W initialised to the
     identity, so the layer starts as the pretrained convolution. `old_weight` is a registered
-    buffer: checkpoints are self-contained (the reference's are not, spec 1.8).
+    buffer: checkpoints are self-contained (the reference's are not).
     """
 
     def __init__(self, in_channels: int, out_channels: int, old_weight: Tensor | None = None):
@@ -64,7 +62,7 @@ def _conv3x3(in_channels: int, out_channels: int, projected: bool) -> nn.Module:
 
 
 class ConvBlock(nn.Module):
-    """Pre-activation block with three 3x3 branches concatenated, plus a residual (spec 1.2)."""
+    """Pre-activation block with three 3x3 branches concatenated, plus a residual (docs/reference.md)."""
 
     def __init__(self, in_channels: int, out_channels: int, projected: bool = False):
         super().__init__()
@@ -92,7 +90,7 @@ class ConvBlock(nn.Module):
 
 
 class HourGlass(nn.Module):
-    """Recursive hourglass: average-pool down, nearest-neighbour up (spec 1.2).
+    """Recursive hourglass: average-pool down, nearest-neighbour up (docs/reference.md).
 
     Module names follow the reference (`b1_4`, `b2_4`, ..., `b2_plus_1`, `b3_1`) so that
     pretrained state dicts load.
@@ -175,17 +173,6 @@ class LoadReport(NamedTuple):
         return "; ".join(parts)
 
 
-def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
-    """The state dict inside a loaded file: accepts {'state_dict': ...} wrappers and 'module.' prefixes."""
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict, got {type(obj).__name__}")
-    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
-
-
 def load_matching(module: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadReport:
     """Copy every tensor whose key and shape match; report everything else (nothing is silent)."""
     own = module.state_dict()
@@ -230,7 +217,7 @@ def convert_to_incremental(fan: FAN) -> FAN:
 
 def build_detector(*, num_points: int, init: FanInit = "scratch", pretrained: Mapping[str, Tensor] | None = None,
                    features: int = 256, depth: int = 4) -> tuple[FAN, LoadReport | None]:
-    """Create the FAN in one of the three initialisation modes of spec 1.8.
+    """Create the FAN in one of the three initialisation modes of SAIC (docs/reference.md).
 
     - scratch: random initialisation, `pretrained` must be None;
     - finetune: load the matching tensors of `pretrained`, train everything;
@@ -251,7 +238,7 @@ def build_detector(*, num_points: int, init: FanInit = "scratch", pretrained: Ma
 
 
 # --------------------------------------------------------------------------------------------
-# Appearance encoder and generator (spec 1.5-1.6)
+# Appearance encoder and generator 
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int) -> list[nn.Module]:
@@ -259,7 +246,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: in
 
 
 class AppearanceEncoder(nn.Module):
-    """(B, 3, S, S) image -> (B, 4*conv_dim, S/4, S/4) appearance features F (spec 1.5)."""
+    """(B, 3, S, S) image -> (B, 4*conv_dim, S/4, S/4) appearance features F ."""
 
     def __init__(self, conv_dim: int = 32):
         super().__init__()
@@ -275,7 +262,7 @@ class AppearanceEncoder(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN added to the input, no ReLU after the sum (spec 1.6)."""
+    """conv3x3-BN-ReLU-conv3x3-BN added to the input, no ReLU after the sum ."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -315,7 +302,7 @@ class Generator(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# The auxiliary subject (spec 3.4)
+# The auxiliary subject 
 
 
 def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -334,7 +321,7 @@ def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# The full model and the training objective (spec 1.7)
+# The full model and the training objective 
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,7 +340,7 @@ class LandmarkAutoencoder(nn.Module):
 
     Objectives (x, x' two views of one image; a the auxiliary subject, another image of the batch;
     G(appearance image, heatmaps) the generator; H(.) detected heatmaps):
-    - all (the paper, spec 1.7): x_a = G(x, H(a)), x'_a = G(x', H(a));
+    - all (the paper): x_a = G(x, H(a)), x'_a = G(x', H(a));
       loss on G(x'_a, H(x)) vs x and G(x_a, H(x')) vs x'.
     - baseline (SAIC): G(x', H(x)) vs x.
     - inter ("+ inter-subject mapping only"): the one path x -> a's landmarks -> x' landmarks:
@@ -361,7 +348,7 @@ class LandmarkAutoencoder(nn.Module):
     - cycle ("+ cycle only"): the intra-subject cycle through the other view's landmarks, without
       an auxiliary subject: G(G(x', H(x)), H(x')) vs x' and G(G(x, H(x')), H(x)) vs x.
     The paper describes each ablation in one line; `inter` and `cycle` are our reading of them
-    (README, "Table I ablations").
+    (docs/experiments.md, "Table I ablations").
     """
 
     def __init__(self, *, detector: FAN, generator: Generator, temperature: float = 0.1, heatmap_s: float = 0.5):
@@ -424,58 +411,41 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Construction from a config
+# Construction from a config or a checkpoint
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The model section of a config. Defaults are the paper's (spec 1.2-1.8)."""
-
-    num_points: int = 10  # K
-    fan_init: FanInit = "incremental"  # scratch | finetune | incremental (spec 1.8)
-    fan_pretrained: str | None = None  # auto (fan_109.pth, fetched once, utils/pretrained.py) or a path; null: scratch
-    fan_features: int = 256  # FAN width; 256 is the reference, smaller for CPU-sized runs
-    hourglass_depth: int = 4
-    gen_conv_dim: int = 32
-    gen_res_blocks: int = 6
-    temperature: float = 0.1  # soft-argmax temperature T
-    heatmap_s: float = 0.5  # Gaussian spread s = 2 sigma^2, heatmap pixels
-
-
-def read_pretrained_fan(path: str) -> dict[str, Tensor]:
-    """The state dict of a pretrained FAN file such as fan_109.pth."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: pretrained FAN file not found (model.fan_pretrained)") from None
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read a FAN state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    try:
-        return unwrap_state_dict(obj)
-    except TypeError as exc:
-        raise UserError(f"{path}: {exc}") from None
-
-
-def build_model(cfg: ModelConfig, *, from_checkpoint: bool = False) -> tuple[LandmarkAutoencoder, LoadReport | None]:
+def build_model(cfg: ModelConfig, *, pretrained_fan: PretrainedWeights | None = None,
+                from_checkpoint: bool = False) -> tuple[LandmarkAutoencoder, LoadReport | None]:
     """The model of a config.
 
-    A fresh model (`from_checkpoint=False`) reads `cfg.fan_pretrained` for the finetune and
-    incremental modes (`auto`: fan_109.pth from torch's hub cache, downloaded and verified once)
-    and stops unless it fills every FAN tensor but the K-dependent output layer. With
-    `from_checkpoint=True` the structure is built empty (incremental buffers included) for
-    `load_state_dict`; no pretrained file is read.
+    A fresh model starts its FAN from `pretrained_fan` in the finetune and incremental modes
+    (`utils.pretrained.pretrained_fan_weights` reads or fetches it) and stops unless it fills every FAN
+    tensor but the K-dependent output layer. With `from_checkpoint=True` the structure is built empty
+    (incremental buffers included) for `load_state_dict`, and no pretrained weights are used.
     """
     if from_checkpoint:
         detector, report = FAN(num_points=cfg.num_points, features=cfg.fan_features, depth=cfg.hourglass_depth,
                                projected=cfg.fan_init == "incremental"), None
     else:
-        path = pretrained_fan_path(cfg.fan_pretrained) if cfg.fan_init != "scratch" and cfg.fan_pretrained else None
-        pretrained = read_pretrained_fan(str(path)) if path else None
-        detector, report = build_detector(num_points=cfg.num_points, init=cfg.fan_init, pretrained=pretrained,
+        detector, report = build_detector(num_points=cfg.num_points, init=cfg.fan_init,
+                                          pretrained=pretrained_fan.state_dict if pretrained_fan else None,
                                           features=cfg.fan_features, depth=cfg.hourglass_depth)
         if report is not None:
-            check_pretrained_fit(report, str(path))
+            check_pretrained_fit(report, pretrained_fan.source)
     generator = Generator(num_points=cfg.num_points, conv_dim=cfg.gen_conv_dim, res_blocks=cfg.gen_res_blocks)
     model = LandmarkAutoencoder(detector=detector, generator=generator, temperature=cfg.temperature,
                                 heatmap_s=cfg.heatmap_s)
     return model, report
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LandmarkAutoencoder, ModelConfig, dict]:
+    """Load a trained model in one call: (model in eval mode on `device`, its ModelConfig, checkpoint).
+
+    `path` is a checkpoint file or a run folder (`utils.checkpoint.find_checkpoint`). Needs no
+    pretrained FAN file: incremental checkpoints carry their frozen kernels.
+    """
+    ckpt = read_checkpoint(path)
+    cfg = build(ModelConfig, ckpt["config"]["model"], prefix="model.")
+    model, _ = build_model(cfg, from_checkpoint=True)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.to(device).eval(), cfg, ckpt

@@ -20,8 +20,10 @@ import torch
 
 from datasets import build_eval_dataset
 from datasets.synthetic import generate
-from extract_data import extract_points, resolve_device
-from model import ModelConfig, build_model
+from model import build_model
+from utils.device import resolve_device
+from utils.extraction import extract_points
+from utils.run_config import ModelConfig
 
 
 def main(argv: list[str] | None = None) -> int:

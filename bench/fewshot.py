@@ -3,7 +3,7 @@
     python -m bench.fewshot                 # 18997 train, 1000 test, K=10, 10 repeats, fwd + bwd
     python -m bench.fewshot --k 50 --modes fwd
 
-Runs `utils.protocol.run_fewshot` (the code path of the real evaluation) on synthetic detections:
+Runs `utils.evaluation.protocol.run_fewshot` (the code path of the real evaluation) on synthetic detections:
 annotated faces jittered around a mean shape and K detected points that are a fixed linear function
 of them plus noise. It then times the whole `eval_regressor.main` (tables, files, figures) on the
 same data written to a temporary folder. Run it from the repository root (`-m` puts the root on the
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 import eval_regressor
-from utils.detections import Detections, save_detections
-from utils.protocol import EvalConfig, run_fewshot
+from utils.evaluation.detections import Detections, save_detections
+from utils.evaluation.protocol import EvalConfig, run_fewshot
 
 MEAN_FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
 

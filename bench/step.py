@@ -5,12 +5,14 @@
     python -m bench.step --device cuda --compile  # GPU: also time torch.compile'd ours
 
 A step is forward + backward + gradient clipping to norm 1 per network + two Adam steps (betas
-(0, 0.9), weight decay 5e-4; one optimiser for the FAN, one for the generator), objective "all"
-(spec 1.7) with pixel + VGG16 perceptual loss (spec 2), on random images. The variants:
+(0, 0.9), weight decay 5e-4; one optimiser for the FAN, one for the generator, from `train.build_optimizers`
+with the paper's defaults), objective "all" (the paper's core block) with pixel + VGG16 perceptual loss,
+on random images. The variants:
 
-- ours: auxiliary heatmaps by permuting H(x) (2 FAN passes), `ReconstructionLoss` (outputs in one batched VGG
-  forward, targets in one more under no_grad, VGG frozen); on CUDA also bf16 autocast and channels_last.
-- reference: what the reference does per iteration (spec 1.7): a third FAN pass on the permuted
+- ours: `train.train_step`, the step train.py runs: auxiliary heatmaps by permuting H(x) (2 FAN passes),
+  `ReconstructionLoss` (outputs in one batched VGG forward, targets in one more under no_grad, VGG frozen);
+  on CUDA also bf16 autocast and channels_last.
+- reference: what the reference does per iteration: a third FAN pass on the permuted
   batch, four separate VGG calls VGG(X), VGG(x), VGG(X_P), VGG(x') with detached target features,
   VGG parameters left with requires_grad=True (their gradients accumulate, nobody zeroes them), fp32.
 - ours+compile (`--compile`): ours with the model and the loss wrapped in torch.compile.
@@ -56,7 +58,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from losses import PerceptualFeatures, ReconstructionLoss, load_vgg16_features
 from model import FAN, Generator, LandmarkAutoencoder, build_detector, derangement
+from train import build_optimizers, train_step
 from utils.errors import UserError
+from utils.run_config import RunConfig, RuntimeConfig, TrainConfig
 
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -99,42 +103,47 @@ def reference_loss(vgg: PerceptualFeatures, outputs: list[Tensor], targets: list
 
 def build_step(variant: Variant, args: argparse.Namespace, device: torch.device,
                x: Tensor, x_prime: Tensor, aux_index: Tensor) -> Callable[[], None]:
-    """Networks, loss and optimisers for `variant`, returned as a closure running one training step."""
+    """Networks, loss and optimisers for `variant`, returned as a closure running one training step.
+
+    Both variants take their optimisers from `train.build_optimizers` (the paper's defaults of the `train:`
+    config section). "ours" runs `train.train_step` itself, as train.py does; "reference" runs the
+    reference's step (third FAN pass, four VGG calls, VGG gradients kept, fp32) with the same clipping.
+    """
     torch.manual_seed(args.seed)
     pretrained = FAN(num_points=args.num_points).state_dict() if args.fan_init != "scratch" else None
     detector, _ = build_detector(num_points=args.num_points, init=args.fan_init, pretrained=pretrained)
     model = LandmarkAutoencoder(detector=detector, generator=Generator(num_points=args.num_points)).to(device)
     vgg = PerceptualFeatures(load_vgg16_features(args.vgg_weights)).to(device)
     fast = variant.fast_math and device.type == "cuda"
+    cfg = RunConfig(train=TrainConfig(aux_source=variant.aux_source),
+                    runtime=RuntimeConfig(amp="bf16" if fast else "none", channels_last=fast))
+    optimizers, _ = build_optimizers([model.detector, model.generator], cfg.train)
     if fast:
         model, vgg = model.to(memory_format=torch.channels_last), vgg.to(memory_format=torch.channels_last)
-        x, x_prime = (t.contiguous(memory_format=torch.channels_last) for t in (x, x_prime))
-    if variant.reference_loss:
-        vgg.requires_grad_(True)
-        loss_fn: Callable[[list[Tensor], list[Tensor]], Tensor] = lambda o, t: reference_loss(vgg, o, t)
-    else:
-        batched = ReconstructionLoss(vgg)
-        loss_fn = lambda o, t: batched(o, t)["total"]
-    forward = model
-    if variant.compile:
-        forward, loss_fn = torch.compile(model), torch.compile(loss_fn)
-    networks = (model.detector, model.generator)
-    optimisers = [torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.0, 0.9), weight_decay=5e-4) for net in networks]
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if fast else contextlib.nullcontext
+    if not variant.reference_loss:
+        forward, loss_fn = model, ReconstructionLoss(vgg)
+        if variant.compile:
+            forward, loss_fn = torch.compile(model), torch.compile(loss_fn)
+        identity = torch.eye(2, 3).expand(x.shape[0], 2, 3)  # the landmark terms are off; the step reads the key
+        batch = {"x": x, "x_prime": x_prime, "x_to_x_prime": identity}
 
-    def step() -> None:
-        for opt in optimisers:
+        def our_step() -> None:
+            train_step(forward, loss_fn, optimizers, batch, aux_index, cfg, device)
+
+        return our_step
+    vgg.requires_grad_(True)
+
+    def reference_step() -> None:
+        for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        with autocast():
-            rec = forward(x, x_prime, aux_index, "all", variant.aux_source)
-            loss = loss_fn(rec.outputs, rec.targets)
-        loss.backward()
-        for net in networks:
-            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        for opt in optimisers:
+        rec = model(x, x_prime, aux_index, cfg.train.objective, variant.aux_source)
+        reference_loss(vgg, rec.outputs, rec.targets).backward()
+        for net in (model.detector, model.generator):
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+        for opt in optimizers:
             opt.step()
 
-    return step
+    return reference_step
 
 
 def _proc_kib(field: str) -> int:

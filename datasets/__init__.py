@@ -1,12 +1,10 @@
 """Face data sets in their original layouts, evaluation crops and two-view training pairs.
 
-Public interface (see `datasets.build`): `EVAL_SPLITS`, `TRAIN_DATASETS`, `load_records`,
-`build_eval_dataset`, `build_train_dataset`, and the `FaceRecord` they return.
+Public interface (see `datasets.build`): `load_records`, `build_eval_dataset`, `build_train_dataset`,
+and the `FaceRecord` they return. Which data sets and splits exist is `utils.dataset_registry`'s.
 """
 
-from datasets.build import (EVAL_SPLITS, TRAIN_DATASETS, build_eval_dataset, build_train_dataset,
-                            load_records)
-from datasets.records import LANDMARK_NAMES, FaceRecord, SkippedDataWarning
+from datasets.build import build_eval_dataset, build_train_dataset, load_records
+from datasets.records import FaceRecord, SkippedDataWarning
 
-__all__ = ["EVAL_SPLITS", "TRAIN_DATASETS", "FaceRecord", "LANDMARK_NAMES", "SkippedDataWarning",
-           "build_eval_dataset", "build_train_dataset", "load_records"]
+__all__ = ["FaceRecord", "SkippedDataWarning", "build_eval_dataset", "build_train_dataset", "load_records"]

@@ -1,4 +1,4 @@
-"""AFLW, read from the VGG `aflw_release-2` layout (spec 4.3).
+"""AFLW, read from the VGG `aflw_release-2` layout (docs/reference.md, "Data").
 
 Layout under `root`::
 
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from datasets.records import (NUM_POINTS, FaceRecord, drop_missing_images, read_name_list,
+from datasets.records import (FaceRecord, drop_missing_images, read_name_list,
                               require_dir, require_file, require_nonempty)
 from utils.errors import UserError
+from utils.landmarks import NUM_ANNOTATED
 
-AFLW_SPLITS = ("aflw-train", "aflw-test")
 
 
 def read_aflw_keypoints_yx(path: Path) -> np.ndarray:
@@ -38,7 +38,7 @@ def read_aflw_keypoints_yx(path: Path) -> np.ndarray:
     if "gt" not in content:
         raise UserError(f"{path}: no 'gt' variable; expected 'gt' with N x 5 x 2 (y, x) keypoints")
     gt = np.asarray(content["gt"], dtype=np.float32)
-    if gt.ndim != 3 or gt.shape[1:] != (NUM_POINTS, 2):
+    if gt.ndim != 3 or gt.shape[1:] != (NUM_ANNOTATED, 2):
         raise UserError(f"{path}: 'gt' has shape {gt.shape}; expected N x 5 x 2 (y, x) keypoints")
     return gt
 

@@ -1,4 +1,4 @@
-"""CelebA and MAFL, read from the VGG `celeba.zip` layout (spec 4.1, 4.2).
+"""CelebA and MAFL, read from the VGG `celeba.zip` layout (docs/reference.md, "Data").
 
 Layout under `root`::
 
@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.records import (NUM_POINTS, FaceRecord, drop_missing_images, read_name_list,
+from datasets.records import (FaceRecord, drop_missing_images, read_name_list,
                               report_bad, require_dir, require_file, require_nonempty)
 from utils.errors import UserError
+from utils.landmarks import NUM_ANNOTATED
 
-CELEBA_SPLITS = ("celeba", "mafl-train", "mafl-test")
 LANDMARK_FILE = Path("Anno") / "list_landmarks_align_celeba.txt"
 MAFL_TRAIN_FILE = Path("MAFL") / "training.txt"
 MAFL_TEST_FILE = Path("MAFL") / "testing.txt"
 LANDMARK_HEADER = ("lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
                    "leftmouth_x leftmouth_y rightmouth_x rightmouth_y")
 # The reference drops these three MAFL train files with the comment "notfound" and no other
-# explanation (spec 4.2); they are present in CelebA and used for its training set. Kept by
+# explanation (docs/reference.md); they are present in CelebA and used for its training set. Kept by
 # default for faithfulness (18,997 MAFL train images); `exclude_reference_three=False` keeps them.
 REFERENCE_EXCLUDED_MAFL_TRAIN = ("031524.jpg", "179577.jpg", "139803.jpg")
 
@@ -70,7 +70,7 @@ def read_celeba_landmarks(path: Path) -> dict[str, np.ndarray]:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 1 + 2 * NUM_POINTS:
+        if len(fields) != 1 + 2 * NUM_ANNOTATED:
             raise UserError(f"{path}:{number}: expected 11 fields (name x1 y1 ... x5 y5), "
                             f"got {len(fields)}")
         try:
@@ -78,7 +78,7 @@ def read_celeba_landmarks(path: Path) -> dict[str, np.ndarray]:
         except ValueError:
             raise UserError(f"{path}:{number}: expected 10 numbers after the name, "
                             f"got {' '.join(fields[1:])!r}") from None
-        points[fields[0]] = np.array(values, dtype=np.float32).reshape(NUM_POINTS, 2)
+        points[fields[0]] = np.array(values, dtype=np.float32).reshape(NUM_ANNOTATED, 2)
     if len(points) != count:
         raise UserError(f"{path}:1: the count line says {count} rows but the file has "
                         f"{len(points)} distinct names; expected them to agree (truncated file?)")
@@ -104,7 +104,7 @@ def split_names(root: Path, split: str, landmarks: dict[str, np.ndarray],
 
 def load_celeba_records(root: Path, split: str, *, exclude_reference_three: bool = True,
                         skip_bad_images: bool = False) -> list[FaceRecord]:
-    """Records of a CelebA/MAFL split (`CELEBA_SPLITS`), points in aligned-image pixels.
+    """Records of a CelebA/MAFL split (`utils.dataset_registry.LAYOUT_SPLITS['celeba']`), points in aligned-image pixels.
 
     Listed names with no landmark row or no image raise `UserError` with the count and the first
     name; with `skip_bad_images` they are dropped and reported by one `SkippedDataWarning` each.

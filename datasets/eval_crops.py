@@ -1,4 +1,4 @@
-"""Evaluation crops (spec 4.4): each face cut out around its ground-truth points, no randomness.
+"""Evaluation crops (the reference's evaluation pre-processing): each face cut out around its ground-truth points, no randomness.
 
 Angle 0; the landmark-driven box with margin `tight` (70 in LI) from `transforms.landmark_crop_box`;
 resized to image_size x image_size bilinearly, aspect not kept. The ground-truth points come back
@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.records import NUM_POINTS, FaceRecord, read_image_rgb
+from datasets.records import FaceRecord, read_image_rgb
 from datasets.transforms import image_to_chw_float, rotate_and_crop
+from utils.landmarks import NUM_ANNOTATED
 
 
 def eval_crop(image: np.ndarray, points_xy: np.ndarray | None, tight: int, size: int
@@ -23,7 +24,7 @@ def eval_crop(image: np.ndarray, points_xy: np.ndarray | None, tight: int, size:
     """(H, W, 3) uint8 image -> ((3, size, size) float32 in [0, 1], (5, 2) crop points or NaN)."""
     crop, crop_points, _ = rotate_and_crop(image, points_xy, 0.0, tight, size)
     if crop_points is None:
-        crop_points = np.full((NUM_POINTS, 2), np.nan, dtype=np.float32)
+        crop_points = np.full((NUM_ANNOTATED, 2), np.nan, dtype=np.float32)
     return image_to_chw_float(crop), crop_points
 
 

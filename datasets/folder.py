@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets.records import FaceRecord, require_dir, require_nonempty
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from utils.dataset_registry import IMAGE_SUFFIXES
 
 
 def load_folder_records(root: Path) -> list[FaceRecord]:

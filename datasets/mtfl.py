@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.records import (NUM_POINTS, FaceRecord, drop_missing_images, require_dir,
+from datasets.records import (FaceRecord, drop_missing_images, require_dir,
                               require_file, require_nonempty)
 from utils.errors import UserError
+from utils.landmarks import NUM_ANNOTATED
 
-MTFL_SPLITS = ("mtfl-train", "mtfl-val", "mtfl-test")
-MTFL_FIELDS = 1 + 2 * NUM_POINTS + 4
+MTFL_FIELDS = 1 + 2 * NUM_ANNOTATED + 4
 VALIDATION_SEED = 0
 
 
@@ -52,11 +52,11 @@ def read_mtfl_annotations(path: Path) -> list[tuple[str, np.ndarray]]:
             raise UserError(f"{path}:{number}: expected {MTFL_FIELDS} fields (path x1..x5 y1..y5 "
                             f"gender smile glasses pose), got {len(fields)}")
         try:
-            values = np.array([float(v) for v in fields[1:1 + 2 * NUM_POINTS]], dtype=np.float32)
+            values = np.array([float(v) for v in fields[1:1 + 2 * NUM_ANNOTATED]], dtype=np.float32)
         except ValueError:
             raise UserError(f"{path}:{number}: expected 10 numbers after the path, "
                             f"got {' '.join(fields[1:11])!r}") from None
-        points_xy = np.stack([values[:NUM_POINTS], values[NUM_POINTS:]], axis=1)  # (5, 2)
+        points_xy = np.stack([values[:NUM_ANNOTATED], values[NUM_ANNOTATED:]], axis=1)  # (5, 2)
         entries.append((fields[0].replace("\\", "/"), points_xy))
     return entries
 
@@ -69,7 +69,7 @@ def validation_indices(names: list[str], seed: int = VALIDATION_SEED) -> set[int
 
 
 def load_mtfl_records(root: Path, split: str, *, skip_bad_images: bool = False) -> list[FaceRecord]:
-    """Records of an MTFL split (`MTFL_SPLITS`), points (x, y) in stored-image pixels."""
+    """Records of an MTFL split (`utils.dataset_registry.LAYOUT_SPLITS['mtfl']`), points (x, y) in stored-image pixels."""
     require_dir(root, "the MTFL root holding training.txt and the image folders")
     list_path = root / ("testing.txt" if split == "mtfl-test" else "training.txt")
     entries = read_mtfl_annotations(list_path)

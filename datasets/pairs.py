@@ -1,4 +1,4 @@
-"""Two-view training samples (spec 3.1): x' and x, two random rotations and crops of one image.
+"""Two-view training samples (the reference's augmentation): x' and x, two random rotations and crops of one image.
 
 For each view: θ = clip(N(0, 1) * std, -40, 40) degrees with std = `angle` for x' and 2 * `angle`
 for x; rotation about the image centre on an enlarged canvas with replicated borders; margin
@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.records import NUM_POINTS, FaceRecord, SkippedDataWarning, read_image_rgb
+from datasets.records import FaceRecord, SkippedDataWarning, read_image_rgb
 from datasets.transforms import (compose_affine, hflip_image, hflip_points, image_to_chw_float, invert_affine,
                                  rotate_and_crop)
 from utils.errors import UserError
+from utils.landmarks import NUM_ANNOTATED
 
 MAX_ANGLE_DEG = 40.0
 
@@ -63,7 +64,7 @@ def make_pair(image: np.ndarray, points_xy: np.ndarray | None, rng: np.random.Ge
         view_angle, view_tight = sample_view_params(rng, angle_std, tight, tight_jitter)
         view, view_points, source_to_crop[key] = rotate_and_crop(image, points_xy, view_angle, view_tight, size)
         if view_points is None:
-            view_points = np.full((NUM_POINTS, 2), np.nan, dtype=np.float32)
+            view_points = np.full((NUM_ANNOTATED, 2), np.nan, dtype=np.float32)
         views[key], views["points_" + key] = view, view_points
     views["x_to_x_prime"] = compose_affine(source_to_crop["x_prime"],
                                            invert_affine(source_to_crop["x"])).astype(np.float32)

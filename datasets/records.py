@@ -2,7 +2,8 @@
 
 A `FaceRecord` is one image on disk plus its five annotated points, if any. Points are always
 (x, y) in pixels of the stored image, with pixel centres at integer coordinates (the pixel in
-column 0 spans x in [-0.5, 0.5)). The order is the CelebA/MAFL/AFLW/MTFL order in `LANDMARK_NAMES`.
+column 0 spans x in [-0.5, 0.5)). The order is the CelebA/MAFL/AFLW/MTFL order of
+`utils.landmarks.LANDMARK_NAMES`.
 
 Everything a user can get wrong here (a missing root, file, image, an empty split, an image that
 does not decode) raises `UserError` with one line naming the file and what was expected. When the
@@ -23,13 +24,8 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
+from utils.landmarks import NUM_ANNOTATED
 
-NUM_POINTS = 5
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
-# After a horizontal flip, output point k is input point FLIP_PERMUTATION[k]: the image-left eye of
-# the flipped image is the image-right eye of the original, and so on. Keeps each label on the
-# feature it names (left = smaller x in a frontal face, as in the annotation files).
-FLIP_PERMUTATION = (1, 0, 2, 4, 3)
 JPEG_START_OF_IMAGE = b"\xff\xd8"
 JPEG_END_OF_IMAGE = b"\xff\xd9"
 
@@ -56,7 +52,7 @@ class FaceRecord:
 
     def __post_init__(self) -> None:
         if self.points_xy is not None:
-            points = np.array(self.points_xy, dtype=np.float32).reshape(NUM_POINTS, 2)
+            points = np.array(self.points_xy, dtype=np.float32).reshape(NUM_ANNOTATED, 2)
             points.setflags(write=False)
             object.__setattr__(self, "points_xy", points)
 

@@ -1,4 +1,4 @@
-"""Image and point geometry for training views and evaluation crops (spec 3.1, 4.4).
+"""Image and point geometry for training views and evaluation crops (docs/reference.md, "Data").
 
 Conventions used by every function here:
 
@@ -19,9 +19,9 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from datasets.records import FLIP_PERMUTATION
+from utils.landmarks import FLIP_PERMUTATION
 
-# Landmark-driven crop (spec 3.1 step 3): margin m = int(tight * delta / 100), or
+# Landmark-driven crop (the reference's): margin m = int(tight * delta / 100), or
 # SMALL_FACE_MARGIN when the landmark extent delta is below SMALL_FACE_EXTENT pixels.
 SMALL_FACE_EXTENT = 20.0
 SMALL_FACE_MARGIN = 8

@@ -92,7 +92,7 @@ train() {
     helper trained "$RUN/train"  # train.max_minutes stops early with exit status 0
 }
 
-helper() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m utils.reproduce "$@"; }
+helper() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m utils.evaluation.reproduce "$@"; }
 
 # extract SPLITS DATA_ROOT: detections of the final model, both splits, into RUN/detections.
 extract() {

@@ -9,10 +9,11 @@ import pytest
 import scipy.io
 import torch
 
-from datasets import (EVAL_SPLITS, TRAIN_DATASETS, SkippedDataWarning, build_eval_dataset,
+from datasets import (SkippedDataWarning, build_eval_dataset,
                       build_train_dataset, load_records)
 from datasets.mtfl import validation_indices
 from datasets.records import jpeg_is_complete, read_image_rgb, read_name_list
+from utils.dataset_registry import EVAL_SPLITS, TRAINING_SETS
 from utils.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -169,7 +170,7 @@ def test_train_dataset_kinds(tmp_path):
     folder = build_train_dataset("folder", celeba / "Img", image_size=32, angle=0.0)
     item = folder[0]
     assert item["x"].shape == (3, 32, 32) and torch.isnan(item["points_x"]).all()
-    assert set(TRAIN_DATASETS) <= {"celeba", "mafl-train", "aflw", "mtfl", "folder"}
+    assert set(TRAINING_SETS) == {"celeba", "synthetic", "mafl-train", "aflw", "mtfl", "folder"}
     assert len(EVAL_SPLITS) == 9
 
 
@@ -351,6 +352,7 @@ def jpeg_size_wh(path: Path) -> tuple[int, int]:
     raise ValueError(f"{path}: no JPEG frame header")
 
 
+@pytest.mark.slow
 def test_real_mtfl_training_faces_have_points_inside_their_images():
     root = shared("MTFL")
     train, val = load_records("mtfl-train", root), load_records("mtfl-val", root)

@@ -12,9 +12,9 @@ import pytest
 
 import eval_regressor
 from eval_regressor import main
-from utils.detections import load_detections, save_detections
+from utils.evaluation.detections import load_detections, save_detections
 from utils.errors import UserError
-from utils.protocol import mean_shape_fit
+from utils.evaluation.protocol import mean_shape_fit
 
 FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
 
@@ -91,6 +91,7 @@ def test_an_unannotated_split_is_saved_but_the_regressor_refuses_it(pair, tmp_pa
 # --- end to end --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_main_prints_tables_and_writes_all_outputs(pair, tmp_path, capsys):
     train, test = pair
     out = tmp_path / "out"

@@ -11,8 +11,10 @@ import extract_data
 import train
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
-from utils.checkpoint import file_sha256, load_model
-from utils.detections import load_detections
+from model import load_model
+from utils.checkpoint import file_sha256
+from utils.evaluation.detections import load_detections
+from utils.extraction import extract_points
 from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +91,10 @@ def test_batchnorm_train_mode_depends_on_the_batch_and_leaves_the_model_unchange
 
 
 def extract_points_of(model, dataset, batch_size, bn_mode):
-    return extract_data.extract_points(model, dataset, batch_size=batch_size, bn_mode=bn_mode, progress=False)["detected"]
+    return extract_points(model, dataset, batch_size=batch_size, bn_mode=bn_mode, progress=False)["detected"]
 
 
+@pytest.mark.slow
 def test_the_whole_pipeline_prints_an_nme_table(run_dir, synthetic_root, capsys):
     for name in ("last", "init"):
         assert extract_data.main(["--checkpoint", str(run_dir / f"{name}.pt"), "--data-root", str(synthetic_root),

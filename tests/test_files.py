@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from utils.detections import save_detections
+from utils.evaluation.detections import save_detections
 from utils.checkpoint import atomic_torch_save
 from utils.files import atomic_write
 

@@ -84,6 +84,7 @@ def test_sha256_is_checked(archives, tmp_path, capsys):
     assert get_data.main(base + ["--sha256", f"aflw={good.upper()}"]) == 0
 
 
+@pytest.mark.slow
 def test_disk_space_shortfall_stops_with_one_line_before_fetching(archives, tmp_path):
     result = run_script(["--out", str(tmp_path), "--bytes", "celeba=1e18", *url_args(archives)])
     assert result.returncode == 2
@@ -92,6 +93,7 @@ def test_disk_space_shortfall_stops_with_one_line_before_fetching(archives, tmp_
     assert not (tmp_path / "downloads").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_source_is_one_line(tmp_path):
     result = run_script(["--out", str(tmp_path), "--only", "mtfl", "--url", "mtfl=file:///nonexistent/MTFL.zip"])
     assert result.returncode == 2
@@ -171,6 +173,7 @@ def serve(blob: bytes, cut: int = 0):
     return server, handler
 
 
+@pytest.mark.slow
 def test_interrupted_http_download_continues_from_the_part_file(archives, tmp_path, capsys):
     blob = archives["aflw"].read_bytes()
     server, handler = serve(blob, cut=len(blob) // 3)
@@ -188,6 +191,7 @@ def test_interrupted_http_download_continues_from_the_part_file(archives, tmp_pa
     assert len(load_aflw_records(tmp_path / "aflw_release-2", "aflw-train")) == 80
 
 
+@pytest.mark.slow
 def test_part_file_the_server_cannot_continue_is_fetched_again(archives, tmp_path):
     blob = archives["aflw"].read_bytes()
     part = tmp_path / "downloads" / "aflw_release-2.zip.part"

@@ -1,6 +1,6 @@
 """utils/import_reference.py: reference-layout state dicts made here -> our checkpoint -> extract_data.py.
 
-The reference files are built as the reference saves them (reference-spec.md 1.8): an incremental
+The reference files are built as the reference saves them (docs/reference.md, "Checkpoints"): an incremental
 FAN holding `W` but no frozen kernels, and a generator named `downsampling.*`/`main.*`.
 """
 
@@ -17,10 +17,11 @@ import utils.pretrained
 from conftest import tiny_train_overrides
 from datasets import build_eval_dataset
 from model import FAN, Generator, ProjectedConv3x3, build_detector
-from utils.checkpoint import load_model, read_checkpoint
+from model import load_model
+from utils.checkpoint import read_checkpoint
 from utils.errors import UserError
 from utils.geometry import heatmap_to_image_xy, soft_argmax
-from utils.import_reference import main as import_main
+from import_reference import main as import_main
 from utils.visualize import rescale_points_px
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,6 +149,7 @@ def test_a_bare_reference_file_points_to_the_importer(reference_files):
         read_checkpoint(reference_files["fan"])
 
 
+@pytest.mark.slow
 def test_an_imported_model_starts_a_new_run_with_train_init_from(reference_files, synthetic_root, tmp_path):
     imported = tmp_path / "ours.pt"
     assert import_main(import_args(reference_files, imported)) == 0

@@ -4,8 +4,8 @@ import torch
 from losses import build_reconstruction_loss
 from model import (
     FAN, OBJECTIVES, Generator, LandmarkAutoencoder, ProjectedConv3x3, build_detector, count_parameters, derangement,
-    unwrap_state_dict,
 )
+from utils.state_dicts import unwrap_state_dict
 
 
 def tiny_model(init="scratch", num_points=4):
@@ -17,7 +17,7 @@ def tiny_model(init="scratch", num_points=4):
     return LandmarkAutoencoder(detector=detector, generator=generator, temperature=1.0, heatmap_s=0.5)
 
 
-# ---------------------------------------------------------------- parameter counts (spec 1.2, 1.6)
+# ---------------------------------------------------------------- parameter counts
 
 def test_fan_parameter_count_scratch_k10():
     assert count_parameters(FAN(num_points=10)) == 6_234_762
@@ -45,7 +45,7 @@ def test_fan_output_shape_and_reference_names():
     assert fan(torch.rand(2, 3, 128, 128)).shape == (2, 10, 32, 32)
 
 
-# ---------------------------------------------------------------- initialisation modes (spec 1.8)
+# ---------------------------------------------------------------- initialisation modes
 
 def test_incremental_starts_as_the_pretrained_network():
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ def test_pretrained_modes_need_weights_and_unknown_modes_fail():
         build_detector(num_points=10, init="frozen")
 
 
-# ---------------------------------------------------------------- auxiliary subject (spec 3.4)
+# ---------------------------------------------------------------- auxiliary subject
 
 def test_derangement_has_no_fixed_points_and_is_a_permutation():
     for n in range(2, 40):
@@ -147,6 +147,7 @@ def test_all_objective_renders_through_the_auxiliary_subject():
 
 # ---------------------------------------------------------------- one optimisation step per objective
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("init", ["scratch", "incremental"])
 def test_one_step_of_each_objective_gives_every_trainable_parameter_a_gradient(objective, init):
@@ -167,6 +168,7 @@ def test_one_step_of_each_objective_gives_every_trainable_parameter_a_gradient(o
     assert not torch.equal(before, model.detector.l_0.weight)
 
 
+@pytest.mark.slow
 def test_full_size_paper_objective_runs_on_cpu():
     torch.manual_seed(0)
     detector, _ = build_detector(num_points=10)

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from datasets.pairs import TwoViewDataset, make_pair, sample_view_params
-from datasets.records import FLIP_PERMUTATION, FaceRecord, SkippedDataWarning
+from datasets.records import FaceRecord, SkippedDataWarning
+from utils.landmarks import FLIP_PERMUTATION
 from datasets.synthetic import render_face
 from utils.errors import UserError
 

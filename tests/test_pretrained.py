@@ -12,12 +12,18 @@ import torch
 import train
 import utils.pretrained
 from conftest import tiny_train_overrides
-from model import FAN, ModelConfig, build_model
+from model import FAN, build_model
 from utils.errors import UserError
-from utils.pretrained import RemoteFile, git_blob_id
+from utils.pretrained import RemoteFile, git_blob_id, pretrained_fan_weights
+from utils.run_config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(fan_features=16, hourglass_depth=2, gen_conv_dim=4, gen_res_blocks=1)
+
+
+def build_fresh(cfg: ModelConfig):
+    """A fresh model of `cfg` as train.py builds it: the pretrained FAN fetched or read first, then the model."""
+    return build_model(cfg, pretrained_fan=pretrained_fan_weights(cfg))
 
 
 def blob_id_of(data: bytes) -> str:
@@ -57,7 +63,7 @@ def test_auto_downloads_fan_109_once_checks_it_and_reports_only_the_output_layer
     mpii = mpii_like_fan()
     source = serve_fan(tmp_path, monkeypatch, mpii)
     cfg = ModelConfig(num_points=10, fan_init="incremental", fan_pretrained="auto", **SMALL)
-    model, report = build_model(cfg)
+    model, report = build_fresh(cfg)
     assert (hub / "fan_109.pth").read_bytes() == source.read_bytes()
     assert [p.name for p in hub.iterdir()] == ["fan_109.pth"]  # no .part left behind
     assert "downloading fan_109.pth" in capsys.readouterr().err
@@ -66,14 +72,14 @@ def test_auto_downloads_fan_109_once_checks_it_and_reports_only_the_output_layer
     assert report.summary().startswith(f"copied {len(mpii) - 2} of {len(mpii)} tensors")
     assert torch.equal(model.detector.m0.b1_2.conv1.old_weight, mpii["m0.b1_2.conv1.weight"])
     source.unlink()  # the second time it comes from the cache, checked again
-    _, again = build_model(cfg)
+    _, again = build_fresh(cfg)
     assert again.copied == report.copied and "downloading" not in capsys.readouterr().err
 
 
 def test_a_download_with_another_blob_id_is_refused_and_not_kept(tmp_path, monkeypatch, hub):
     serve_fan(tmp_path, monkeypatch, mpii_like_fan(), blob_id="0" * 40)
     with pytest.raises(UserError) as info:
-        build_model(ModelConfig(fan_pretrained="auto", **SMALL))
+        build_fresh(ModelConfig(fan_pretrained="auto", **SMALL))
     message = str(info.value)
     assert "\n" not in message and "the downloaded file is not the expected fan_109.pth" in message
     assert f"and put it at {hub / 'fan_109.pth'}" in message
@@ -85,7 +91,7 @@ def test_a_cached_file_with_another_blob_id_is_refused(tmp_path, monkeypatch, hu
     hub.mkdir(parents=True)
     torch.save(mpii_like_fan(seed=1), hub / "fan_109.pth")  # another FAN under the same name
     with pytest.raises(UserError, match=r"fan_109.pth: not the expected fan_109.pth .*; delete it, then download"):
-        build_model(ModelConfig(fan_pretrained="auto", **SMALL))
+        build_fresh(ModelConfig(fan_pretrained="auto", **SMALL))
 
 
 def test_offline_the_paper_config_stops_with_one_line_saying_what_to_download(tmp_path, monkeypatch, hub,
@@ -105,23 +111,23 @@ def test_a_pretrained_fan_of_another_architecture_is_an_error_not_a_warning(tmp_
     extra = {**mpii_like_fan(), "bl0.weight": torch.zeros(1)}
     serve_fan(tmp_path, monkeypatch, extra)
     with pytest.raises(UserError, match=r"not a pretrained FAN of this architecture .*1 tensors do not match, e.g. bl0.weight"):
-        build_model(ModelConfig(fan_pretrained="auto", **SMALL))
+        build_fresh(ModelConfig(fan_pretrained="auto", **SMALL))
     wider = dict(SMALL, fan_features=32)  # every tensor but the stem's has another shape
     with pytest.raises(UserError, match="tensors do not match"):
-        build_model(ModelConfig(fan_pretrained="auto", **wider))
+        build_fresh(ModelConfig(fan_pretrained="auto", **wider))
 
 
 def test_a_file_without_batchnorm_counters_still_loads(tmp_path, monkeypatch, hub):
     """Files saved before PyTorch 0.4.1 have no num_batches_tracked; everything else must still match."""
     old = {k: v for k, v in mpii_like_fan().items() if not k.endswith("num_batches_tracked")}
     serve_fan(tmp_path, monkeypatch, old)
-    model, report = build_model(ModelConfig(fan_pretrained="auto", **SMALL))
+    model, report = build_fresh(ModelConfig(fan_pretrained="auto", **SMALL))
     assert report.missing and all(k.endswith("num_batches_tracked") or k.startswith("l_0") for k in report.missing)
 
 
 def test_scratch_never_needs_the_file(tmp_path, monkeypatch, hub):
     monkeypatch.setattr(utils.pretrained, "FAN_109", None)  # any use would fail
-    model, report = build_model(ModelConfig(fan_init="scratch", fan_pretrained="auto", **SMALL))
+    model, report = build_fresh(ModelConfig(fan_init="scratch", fan_pretrained="auto", **SMALL))
     assert report is None and not hub.exists()
 
 

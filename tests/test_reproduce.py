@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from data_archives import aflw_zip, celeba_zip
-from utils import reproduce
+from utils.evaluation import reproduce
 from utils.checkpoint import FORMAT
-from utils.reproduce import paper_row, table_ii_lines
+from utils.evaluation.reproduce import paper_row, table_ii_lines
 
 REPO = Path(__file__).resolve().parents[1]
 # configs/celeba.yaml shrunk to seconds on a CPU: no fan_109.pth, no VGG, 32 px, narrow networks, 2 steps.
@@ -32,6 +32,7 @@ def stages_run(stdout: str) -> list[str]:
     return [line.split()[1] for line in stdout.splitlines() if line.startswith("== ") and "skipped" not in line]
 
 
+@pytest.mark.slow
 def test_get_data_then_reproduce_resumes_by_stage(synthetic_root, tmp_path):
     archives = {"celeba": celeba_zip(synthetic_root, tmp_path / "celeba.zip"),
                 "aflw": aflw_zip(synthetic_root, tmp_path / "aflw_release-2.zip")}

@@ -14,8 +14,10 @@ import torch
 
 import losses
 import train
+import utils.training.runtime
 from conftest import tiny_train_overrides
-from utils.checkpoint import load_model, read_checkpoint
+from model import load_model
+from utils.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = ["--config", str(REPO / "configs" / "synthetic.yaml")]
@@ -56,6 +58,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert different == []
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, capsys):
     rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 40) +
                     ["log.log_every=1", "log.image_every=20", "validation.every=20"])
@@ -81,6 +84,7 @@ def test_short_run_learns_and_writes_its_run_folder(synthetic_root, tmp_path, ca
     assert f"continue it with --resume {run_dir}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_path):
     steps = 16
     common = tiny_train_overrides(synthetic_root, tmp_path / "straight", steps) + [
@@ -106,6 +110,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(synthetic_root, tmp_pat
     assert resumed["optim_fan"]["state"].keys() == straight["optim_fan"]["state"].keys()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch, capsys):
     original = losses.ReconstructionLoss.forward
     calls = {"n": 0}
@@ -128,6 +133,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint(synthetic_root, tmp_path):
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 100000) + [
         "log.checkpoint_every=100000", "validation.enabled=false", "log.log_every=1"]
@@ -144,9 +150,10 @@ def test_ctrl_c_saves_a_checkpoint(synthetic_root, tmp_path):
     assert ckpt["step"] >= 1
 
 
+@pytest.mark.slow
 def test_max_minutes_validates_saves_and_stops_early(synthetic_root, tmp_path, monkeypatch):
     clock = iter(range(0, 10**6, 7))  # each reading of the clock is 7 s after the previous one
-    monkeypatch.setattr(train, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(utils.training.runtime, "monotonic", lambda: float(next(clock)))
     rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 1000) + [
         "train.max_minutes=0.5", "log.log_every=2", "validation.every=1000", "log.checkpoint_every=1000"])
     assert rc == 0
@@ -156,9 +163,10 @@ def test_max_minutes_validates_saves_and_stops_early(synthetic_root, tmp_path, m
     assert [r["step"] for r in records(run_dir) if "val_nme" in r] == [10]
 
 
+@pytest.mark.slow
 def test_decay_at_budget_brings_the_first_decay_forward_once(synthetic_root, tmp_path, monkeypatch):
     clock = iter(range(0, 10**6, 7))  # each reading of the clock is 7 s after the previous one
-    monkeypatch.setattr(train, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(utils.training.runtime, "monotonic", lambda: float(next(clock)))
     rc = train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 1000) + [
         "train.max_minutes=1", "train.decay_at_budget=0.25", "log.log_every=2", "validation.every=1000",
         "log.checkpoint_every=1000"])
@@ -176,9 +184,10 @@ def test_decay_at_budget_brings_the_first_decay_forward_once(synthetic_root, tmp
     assert ckpt["optim_gen"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
+@pytest.mark.slow
 def test_decay_at_budget_without_a_budget_leaves_the_step_schedule_alone(synthetic_root, tmp_path, monkeypatch):
     clock = iter(range(0, 10**6, 7))
-    monkeypatch.setattr(train, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(utils.training.runtime, "monotonic", lambda: float(next(clock)))
     assert train.main(CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 6) + [
         "train.decay_at_budget=0.5", "log.log_every=2", "validation.enabled=false"]) == 0
     log = records(run_dir_of(tmp_path))
@@ -186,6 +195,7 @@ def test_decay_at_budget_without_a_budget_leaves_the_step_schedule_alone(synthet
     assert [r["lr_fan"] for r in log if "lr_fan" in r] == [pytest.approx(1e-3)] * 3
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_ranks_identical(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 4) + ["validation.enabled=false"]
@@ -222,10 +232,10 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
 def test_training_loss_never_reads_annotated_points(synthetic_root):
     """Same images and augmentation, annotated points replaced by NaN: the same loss, term by term."""
     from datasets import build_train_dataset
-    from model import ModelConfig, build_model
+    from model import build_model
+    from utils.run_config import LossConfig, ModelConfig, PerceptualConfig
 
-    cfg = train.build(train.TrainConfig, {"loss": {"separation_weight": 0.05, "equivariance_weight": 3.2,
-                                                   "perceptual": {"enabled": False}}})
+    loss_cfg = LossConfig(separation_weight=0.05, equivariance_weight=3.2, perceptual=PerceptualConfig(enabled=False))
     dataset = build_train_dataset("synthetic", str(synthetic_root), image_size=32, angle=15.0, tight=20,
                                   tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(6)])
@@ -240,12 +250,14 @@ def test_training_loss_never_reads_annotated_points(synthetic_root):
     values = []
     for b in (batch, unannotated):
         rec = model(b["x"], b["x_prime"], aux_index)
-        values.append({k: v.item() for k, v in train.add_landmark_terms(loss_fn(rec.outputs, rec.targets), rec, b,
-                                                                        cfg.loss, 32).items()})
+        terms = losses.add_landmark_terms(loss_fn(rec.outputs, rec.targets), rec.points_x, rec.points_x_prime,
+                                          b["x_to_x_prime"], 32, loss_cfg)
+        values.append({k: v.item() for k, v in terms.items()})
     assert values[0].keys() == {"pixel", "separation", "equivariance", "total"}
     assert values[0] == values[1] and all(map(math.isfinite, values[0].values()))
 
 
+@pytest.mark.slow
 def test_loader_workers_survive_passes_and_validations(synthetic_root, tmp_path):
     """Workers are fork()ed anew each pass after validation ran OpenCV in the main process: no deadlock."""
     args = CONFIG + tiny_train_overrides(synthetic_root, tmp_path, 30) + [
@@ -255,6 +267,7 @@ def test_loader_workers_survive_passes_and_validations(synthetic_root, tmp_path)
     assert read_checkpoint(run_dir_of(tmp_path))["data_pass"] >= 2
 
 
+@pytest.mark.slow
 def test_celeba_scratch_config_runs_a_few_steps_at_128_px(synthetic_root, tmp_path):
     """The GPU user's scratch config: paper networks at 128 px, no fan_109.pth, the landmark terms on."""
     overrides = [f"data.root={synthetic_root}", "data.dataset=synthetic", f"log.out_dir={tmp_path}",

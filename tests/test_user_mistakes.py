@@ -14,7 +14,7 @@ import eval_regressor
 import extract_data
 import train
 from conftest import tiny_train_overrides
-from utils.detections import load_detections
+from utils.evaluation.detections import load_detections
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = ["--config", str(REPO / "configs" / "synthetic.yaml")]
@@ -69,6 +69,7 @@ def broken_celeba(synthetic_root, tmp_path) -> Path:
 # --- bad images --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_truncated_jpeg_read_in_a_loader_worker_stops_extraction_with_its_own_line(checkpoint, photos, tmp_path,
                                                                                     capsys):
     out = tmp_path / "det"

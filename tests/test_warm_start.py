@@ -26,6 +26,7 @@ def source_run(synthetic_root, tmp_path_factory) -> Path:
     return only_run(out)
 
 
+@pytest.mark.slow
 def test_init_from_loads_the_weights_and_starts_optimisers_schedule_and_step_fresh(source_run, synthetic_root,
                                                                                     tmp_path, capsys):
     source = read_checkpoint(source_run / "last.pt")

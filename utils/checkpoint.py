@@ -1,23 +1,25 @@
-"""Self-contained checkpoints: atomic writes, retention, and loading a model in one call.
+"""The checkpoint format, written and read here only: atomic writes, retention, the run counters.
 
-A checkpoint is one file holding everything a run needs to continue exactly: the resolved
-config, both networks (detector and generator, incremental buffers included), both optimisers
-and schedulers, the step, the data-order position, RNG states and the git SHA. It loads with
-`torch.load(weights_only=True)`: nothing in it is an arbitrary pickled object.
+A checkpoint is one file holding everything a run needs to continue exactly: the resolved config,
+both networks (detector and generator, incremental buffers included), both optimisers and schedulers,
+the step, the data-order position, RNG states and the git SHA (docs/checkpoints.md lists the keys).
+It loads with `torch.load(weights_only=True)`: nothing in it is an arbitrary pickled object.
+`model.load_model` builds a model from one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from model import LandmarkAutoencoder, ModelConfig, build_model
-from utils.config import build
 from utils.errors import UserError
 from utils.files import atomic_write, update_with_file
 
@@ -25,6 +27,39 @@ FORMAT = "inter-intra-landmarks/1"
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 TRAINING_STATE_KEYS = ("optim_fan", "optim_gen", "sched_fan", "sched_gen", "step", "data_pass", "batch_in_pass",
                        "best_val_nme", "rng")  # what --resume restores besides the weights
+
+
+@dataclass
+class RunState:
+    """The counters of a training run that a checkpoint saves: steps done, the data-order position (pass
+    over the data set, batches of it consumed) and the best validation NME so far."""
+
+    step: int = 0
+    data_pass: int = 0
+    batch_in_pass: int = 0
+    best_val_nme: float = math.inf
+
+
+def training_state(config: dict, model: torch.nn.Module, optimizers: list, schedulers: list, state: RunState,
+                   iters_per_epoch: int) -> dict:
+    """The checkpoint dict of a training run: `config` (the resolved config as a plain dict), the model's
+    weights, both optimisers and schedulers (detector first), the run counters, git SHA and torch RNG."""
+    return {"format": FORMAT, "config": config, "model": model.state_dict(),
+            "optim_fan": optimizers[0].state_dict(), "optim_gen": optimizers[1].state_dict(),
+            "sched_fan": schedulers[0].state_dict(), "sched_gen": schedulers[1].state_dict(),
+            "step": state.step, "epoch": state.step // iters_per_epoch, "data_pass": state.data_pass,
+            "batch_in_pass": state.batch_in_pass, "best_val_nme": state.best_val_nme, "git_sha": git_sha(),
+            "rng": {"torch": torch.get_rng_state()}}
+
+
+def restore_training_state(ckpt: dict, model: torch.nn.Module, optimizers: list, schedulers: list) -> RunState:
+    """Load a checkpoint's weights, optimisers, schedulers and torch RNG (the inverse of `training_state`)."""
+    model.load_state_dict(ckpt["model"])
+    for obj, key in ((optimizers[0], "optim_fan"), (optimizers[1], "optim_gen"),
+                     (schedulers[0], "sched_fan"), (schedulers[1], "sched_gen")):
+        obj.load_state_dict(ckpt[key])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return RunState(ckpt["step"], ckpt["data_pass"], ckpt["batch_in_pass"], ckpt["best_val_nme"])
 
 
 def git_sha(repo: Path | None = None) -> str:
@@ -43,6 +78,19 @@ def git_sha(repo: Path | None = None) -> str:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save through `atomic_write`: never a truncated checkpoint, whenever a crash comes."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def link_last_checkpoint(path: Path) -> None:
+    """Make last.pt a second name of the step file `path` (no second write), atomically."""
+    tmp = path.with_name(".last.pt.link")
+    tmp.unlink(missing_ok=True)
+    os.link(path, tmp)
+    os.replace(tmp, path.with_name("last.pt"))
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a checkpoint (last.pt or a step file)."""
+    return (run_dir / "last.pt").exists() or bool(step_checkpoints(run_dir))
 
 
 def step_checkpoints(run_dir: Path) -> list[Path]:
@@ -109,15 +157,3 @@ def checkpoint_identity(path: str | Path, sha256: str | None = None) -> str:
     """
     file = find_checkpoint(path)
     return f"{file} sha256:{(sha256 or file_sha256(file))[:12]}"
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LandmarkAutoencoder, ModelConfig, dict]:
-    """Load a trained model in one call: (model in eval mode on `device`, its ModelConfig, checkpoint).
-
-    Needs no pretrained FAN file: incremental checkpoints carry their frozen kernels.
-    """
-    ckpt = read_checkpoint(path)
-    cfg = build(ModelConfig, ckpt["config"]["model"], prefix="model.")
-    model, _ = build_model(cfg, from_checkpoint=True)
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model.to(device).eval(), cfg, ckpt

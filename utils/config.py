@@ -5,9 +5,11 @@
 - Overrides are `section.key=value`; the value is parsed as YAML (`1e-4`, `true`, `[0, 0.9]`, `null`).
 - Unknown keys and values of the wrong type stop with one line naming the key, the expected type and,
   for typos, the closest known key.
-- A table of `Key`s (what each key means, which values it accepts) drives `check_values` (values out
-  of range stop with one line naming the key, the value and what is allowed), `commented_yaml` and
-  `markdown_table`, so the checks, the printed config and the README cannot drift apart.
+- Each field says what it means and which values it accepts beside its declaration, as a `Key` in
+  the field's metadata (`setting(default, "help", at_least=1)`). That one source drives `check_values`
+  (values out of range stop with one line naming the key, the value and what is allowed),
+  `commented_yaml` and `markdown_table`, so the checks, the printed config and the documentation cannot
+  drift apart.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ T = TypeVar("T")
 class Key:
     """What a config key means and the values it accepts beyond its type (each item of a list).
 
-    help: one line for `--print-config` and the README. at_least / above / below: numeric bounds
+    help: one line for `--print-config` and docs/configs.md. at_least / above / below: numeric bounds
     (>=, >, <). choices: the allowed strings.
     """
 
@@ -63,6 +65,38 @@ class Key:
                         or (self.below is not None and item >= self.below)):
                     return False
         return True
+
+
+KEY_METADATA = "key"  # where `setting` keeps a field's Key in dataclasses.Field.metadata
+
+
+def setting(default: Any, help: str, *, at_least: float | None = None, above: float | None = None,
+            below: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    """A config field with its default and its `Key`: ``num_points: int = setting(10, "landmarks K", at_least=1)``."""
+    key = Key(help, at_least=at_least, above=above, below=below, choices=choices)
+    return dataclasses.field(default=default, metadata={KEY_METADATA: key})
+
+
+def section(cls: type) -> Any:
+    """A config field holding a whole section, built from its own defaults: ``model: ModelConfig = section(ModelConfig)``."""
+    return dataclasses.field(default_factory=cls)
+
+
+def config_keys(cls: type, prefix: str = "") -> dict[str, Key]:
+    """{'section.key': Key} of every leaf field of dataclass `cls`, in declaration order.
+
+    Raises TypeError for a leaf declared without `setting`: every key must say what it means.
+    """
+    hints = typing.get_type_hints(cls)
+    keys: dict[str, Key] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.update(config_keys(hints[f.name], prefix + f.name + "."))
+        elif KEY_METADATA in f.metadata:
+            keys[prefix + f.name] = f.metadata[KEY_METADATA]
+        else:
+            raise TypeError(f"config field {prefix}{f.name} of {cls.__name__} has no help: declare it with setting()")
+    return keys
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -222,8 +256,9 @@ def flat_values(config: Any) -> dict[str, Any]:
     return walk(to_dict(config), "")
 
 
-def check_values(config: Any, keys: dict[str, Key]) -> None:
+def check_values(config: Any) -> None:
     """Raise a one-line UserError for the first value out of its key's range."""
+    keys = config_keys(type(config))
     for name, value in flat_values(config).items():
         key = keys.get(name)
         if key is not None and not key.accepts(value):
@@ -248,16 +283,17 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars and lists are YAML too
 
 
-def commented_yaml(config: Any, keys: dict[str, Key], prefix: str = "") -> str:
-    """The config as YAML that `load_config` reads back, each key followed by a comment from `keys`:
+def commented_yaml(config: Any, prefix: str = "") -> str:
+    """The config as YAML that `load_config` reads back, each key followed by a comment from its `Key`:
     ``  num_points: 10  # number of landmarks K [int >= 1]``."""
+    keys = config_keys(type(config), prefix)
     indent = "  " * prefix.count(".")
     hints = typing.get_type_hints(type(config))
     lines = []
     for f in dataclasses.fields(config):
         value, name = getattr(config, f.name), prefix + f.name
         if dataclasses.is_dataclass(value):
-            lines.append(f"{indent}{f.name}:\n" + commented_yaml(value, keys, name + ".").rstrip("\n"))
+            lines.append(f"{indent}{f.name}:\n" + commented_yaml(value, name + ".").rstrip("\n"))
             continue
         key = keys.get(name)
         plain = list(value) if isinstance(value, tuple) else value
@@ -266,8 +302,9 @@ def commented_yaml(config: Any, keys: dict[str, Key], prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(config: Any, keys: dict[str, Key]) -> str:
+def markdown_table(config: Any) -> str:
     """A Markdown table of every key: name, the value in `config` (the defaults), what it accepts, meaning."""
+    keys = config_keys(type(config))
     annotations = leaf_fields(type(config))
     values = flat_values(config)
     rows = ["| key | default | accepts | meaning |", "|---|---|---|---|"]

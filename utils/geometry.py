@@ -1,6 +1,6 @@
 """Landmark geometry on tensors: score maps -> points -> Gaussian heatmaps, and unit conversions.
 
-These are the bottleneck of the model (spec 1.3-1.4) as small pure functions. They are
+These are the bottleneck of the model as small pure functions. They are
 differentiable, work on any device and dtype, and keep no state.
 
 Shape legend: B batch, K landmarks, H x W heatmap size.
@@ -18,6 +18,18 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+HEATMAP_STRIDE = 4  # image side / heatmap side: the detector's two stride-2 stages (model.FAN)
+EVAL_CROP_SIZE = 128  # detections and annotations are saved in pixels of a 128 x 128 evaluation crop
+
+
+def input_size_multiple(hourglass_depth: int) -> int:
+    """The crop sides a detector with `hourglass_depth` levels accepts are multiples of this.
+
+    The heatmap is the image / HEATMAP_STRIDE and each hourglass level halves it once more, so the side
+    must divide by HEATMAP_STRIDE * 2^depth: 16 for depth 2, 64 for the reference's depth 4.
+    """
+    return HEATMAP_STRIDE * 2**hourglass_depth
 
 
 def soft_argmax(scores: Tensor, temperature: float = 0.1) -> Tensor:
@@ -62,11 +74,17 @@ def render_gaussian_heatmaps(points_xy: Tensor, size: int, s: float = 0.5) -> Te
     return torch.exp(-(dx2 + dy2) / s)  # (B, K, S, S)
 
 
-def heatmap_to_image_xy(points_xy: Tensor, stride: float) -> Tensor:
+def heatmap_to_image_xy(points_xy: Tensor, stride: float = HEATMAP_STRIDE) -> Tensor:
     """Heatmap pixels -> image pixels (centre-of-cell convention). Any shape (..., 2)."""
     return (points_xy + 0.5) * stride - 0.5
 
 
-def image_to_heatmap_xy(points_xy: Tensor, stride: float) -> Tensor:
+def image_to_heatmap_xy(points_xy: Tensor, stride: float = HEATMAP_STRIDE) -> Tensor:
     """Image pixels -> heatmap pixels; the inverse of `heatmap_to_image_xy`. Any shape (..., 2)."""
     return (points_xy + 0.5) / stride - 0.5
+
+
+def heatmap_to_fraction_xy(points_xy: Tensor, image_size: int, stride: float = HEATMAP_STRIDE) -> Tensor:
+    """Heatmap pixels -> fractions of the image side, x * stride / image_size (the cell index scaled, no
+    centre offset: the landmark terms only use differences of points). Any shape (..., 2)."""
+    return points_xy * (stride / image_size)

@@ -1,4 +1,5 @@
-"""Evaluation metrics and the linear-regressor protocol (spec 5.2-5.4), as small pure numpy functions.
+"""Evaluation metrics and the linear-regressor protocol (docs/reference.md, "Evaluation"), as small pure
+numpy functions.
 
 Shape legend: N images (M for a test set), K detected landmarks, P annotated points (5 for faces:
 left eye, right eye, nose, left mouth corner, right mouth corner), D and E flattened feature sizes.
@@ -6,9 +7,10 @@ left eye, right eye, nose, left mouth corner, right mouth corner), D and E flatt
 Coordinate conventions:
 - "_px" arrays hold (x, y) in crop pixels at the 128-px crop scale, pixel-centre convention (the
   centre of the top-left pixel is (0, 0)); detected and annotated points share this space.
-- "_norm" arrays are in the reference regressor's units: divide by the stride 4 to reach 32-px
-  heatmap units (the reference's `Gtr / 4`), then x / 32 - 0.5. This equals x_px / 128 - 0.5; the
-  affine map does not change NME with a bias, but it fixes the scale at which `reg` acts.
+- "_norm" arrays are in the reference regressor's units: the reference divides by the heatmap stride
+  4 to reach 32-px heatmap units (`Gtr / 4`), then takes x / 32 - 0.5, i.e. x_px / 128 - 0.5 (exactly:
+  all three divisors are powers of two). The affine map does not change NME with a bias, but it fixes
+  the scale at which `reg` acts.
 
 Errors are fractions of the inter-ocular distance (eye centres); reports multiply by 100.
 """
@@ -20,10 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.errors import UserError
+from utils.geometry import EVAL_CROP_SIZE
+from utils.landmarks import LEFT_EYE, RIGHT_EYE
 
-CROP_SIZE = 128  # side of the square face crop the detections are expressed in
-HEATMAP_SIZE = 32  # the reference regresses in the detector's 32 x 32 heatmap units
-LEFT_EYE, RIGHT_EYE = 0, 1  # indices of the eye centres in the 5 annotated points
 SOLVERS = ("closed-form", "sklearn")
 
 
@@ -32,24 +33,17 @@ SOLVERS = ("closed-form", "sklearn")
 # ---------------------------------------------------------------------------------------------
 
 
-def crop_px_to_norm(
-    points_xy_px: np.ndarray, crop_size: int = CROP_SIZE, heatmap_size: int = HEATMAP_SIZE
-) -> np.ndarray:
-    """Crop pixels -> regressor units, as the reference does: /stride to heatmap units, then /32 - 0.5.
+def crop_px_to_norm(points_xy_px: np.ndarray, crop_size: int = EVAL_CROP_SIZE) -> np.ndarray:
+    """Crop pixels -> regressor units, x / crop_size - 0.5 (the reference's x / 4 / 32 - 0.5 at 128 px).
 
-    Any shape (..., 2) -> same shape, float64. Example: 64 px -> 16 heatmap px -> 0.0.
+    Any shape (..., 2) -> same shape, float64. Example: 64 px -> 0.0, 0 px -> -0.5.
     """
-    stride = crop_size / heatmap_size
-    points_xy_hm = np.asarray(points_xy_px, dtype=np.float64) / stride  # reference: Gtr / 4
-    return points_xy_hm / heatmap_size - 0.5
+    return np.asarray(points_xy_px, dtype=np.float64) / crop_size - 0.5
 
 
-def norm_to_crop_px(
-    points_xy_norm: np.ndarray, crop_size: int = CROP_SIZE, heatmap_size: int = HEATMAP_SIZE
-) -> np.ndarray:
+def norm_to_crop_px(points_xy_norm: np.ndarray, crop_size: int = EVAL_CROP_SIZE) -> np.ndarray:
     """Regressor units -> crop pixels; the inverse of `crop_px_to_norm`. Any shape (..., 2)."""
-    stride = crop_size / heatmap_size
-    return (np.asarray(points_xy_norm, dtype=np.float64) + 0.5) * heatmap_size * stride
+    return (np.asarray(points_xy_norm, dtype=np.float64) + 0.5) * crop_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +109,7 @@ def backward_error(
 ) -> np.ndarray:
     """Per-image backward error: mean over the K detected points of ||pred_k - det_k|| / IOD_GT.
 
-    The reference sums over K and divides by IOD * 10 with 10 hard-coded (spec 7, bug 8), which is
+    The reference sums over K and divides by IOD * 10 with 10 hard-coded (docs/reference.md, bug 8), which is
     right only for K = 10. We divide by K; pass `reference_divisor=10` to reproduce the reference.
 
     Args:
@@ -175,7 +169,7 @@ def ridge_penalty(gram: np.ndarray, reg: float) -> float:
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, reg: float, bias: bool = True) -> RidgeModel:
-    """Closed-form ridge of the reference (spec 5.2): R = (Ycᵀ Xc)(Xcᵀ Xc + reg * max(C) * I)^-1.
+    """Closed-form ridge of the reference (docs/reference.md): R = (Ycᵀ Xc)(Xcᵀ Xc + reg * max(C) * I)^-1.
 
     With `bias`, both sides are centred by their training means (an implicit intercept); without it
     (IMM's variant) nothing is centred and there is no intercept. A zero penalty (reg = 0, or
@@ -260,14 +254,14 @@ def regress_points(
 def fewshot_indices(
     n_train: int, n: int | str, repeats: int, seed: int, reference: bool = False
 ) -> list[np.ndarray]:
-    """Which training images the regressor sees in each repeat of the few-shot protocol (spec 5.4).
+    """Which training images the regressor sees in each repeat of the few-shot protocol (docs/reference.md).
 
     Each repeat draws exactly `n` distinct indices in [0, n_train). The draws depend only on
     (seed, n), so adding a size to the table leaves the other sizes' draws unchanged. 'all' gives one
     draw with every image (repeats would be identical).
 
     `reference=True` reproduces the reference's single draw permutation[0 : n + 1], i.e. n + 1
-    images (spec 7, bug 9), but seeded so that it is reproducible.
+    images (docs/reference.md, bug 9), but seeded so that it is reproducible.
 
     Args:
         n_train: size of the training split; n: images per draw, or 'all'.
@@ -403,12 +397,12 @@ def collapse_warning(stats: dict) -> str | None:
     if stats["spread"] < COLLAPSED_SPREAD:
         return (f"the detected points look collapsed: spread {stats['spread']:.2f} (< {COLLAPSED_SPREAD} is a blob), "
                 f"{stats['distinct']} of {stats['num_points']} landmarks distinct; the NME may come from the blob "
-                "following the head pose, not from landmarks (README, 'Training from scratch')")
+                "following the head pose, not from landmarks (docs/experiments.md, 'Training from scratch')")
     if stats["distinct"] < stats["num_points"] / 2:
         return (f"the detected points look merged: only {stats['distinct']} of {stats['num_points']} landmarks are "
                 f"distinct (closest pair {stats['closest_pair']:.3f} IOD), though they spread over the face "
                 f"(spread {stats['spread']:.2f}); several detector channels mark the same place "
-                "(README, 'Training from scratch')")
+                "(docs/experiments.md, 'Training from scratch')")
     return None
 
 

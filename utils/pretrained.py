@@ -26,6 +26,8 @@ from torch import Tensor
 
 from utils.errors import UserError
 from utils.files import update_with_file
+from utils.run_config import ModelConfig
+from utils.state_dicts import PretrainedWeights, read_pretrained_fan
 
 DOWNLOAD_TIMEOUT_S = 15.0  # per connect and per read: an offline machine fails in seconds, not minutes
 
@@ -106,6 +108,15 @@ def pretrained_fan_path(setting: str) -> Path:
     if setting == AUTO:
         return fetch_verified(FAN_109, hub_checkpoints_dir())
     return Path(os.path.expanduser(setting))
+
+
+def pretrained_fan_weights(cfg: ModelConfig) -> PretrainedWeights | None:
+    """The FAN weights a fresh model of `cfg` starts from: None for `fan_init: scratch` or without
+    `fan_pretrained`; else the file it names (`auto`: fan_109.pth, fetched once and verified)."""
+    if cfg.fan_init == "scratch" or not cfg.fan_pretrained:
+        return None
+    path = pretrained_fan_path(cfg.fan_pretrained)
+    return PretrainedWeights(str(path), read_pretrained_fan(str(path)))
 
 
 def imagenet_vgg16_url() -> str:

@@ -1,7 +1,7 @@
 """Helpers of scripts/reproduce.sh: is training finished, and the tables beside the paper's numbers.
 
-    python -m utils.reproduce trained runs/reproduce-celeba/train
-    python -m utils.reproduce summary runs/reproduce-celeba
+    python -m utils.evaluation.reproduce trained runs/reproduce-celeba/train
+    python -m utils.evaluation.reproduce summary runs/reproduce-celeba
 
 `trained` exits 0 when the run's newest checkpoint has reached the run's last step, else prints one
 line and exits 2 (a run stopped by `train.max_minutes` exits 0 from train.py but is not finished).
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from utils import paper_results
 from utils.checkpoint import read_checkpoint
 from utils.config import build
 from utils.errors import UserError, exit_code_of
+from utils.evaluation import paper_results
 from utils.files import atomic_write
-from utils.train_config import TrainConfig
+from utils.run_config import RunConfig
 
 # train.objective -> the Table I method that the objective reproduces.
 OBJECTIVE_ROWS = {
@@ -51,7 +51,7 @@ def read_config(path: Path) -> dict:
 def require_trained(train_dir: Path) -> None:
     """Raise a one-line `UserError` unless the newest checkpoint of `train_dir` is at the run's last step."""
     ckpt = read_checkpoint(train_dir)
-    last_step = build(TrainConfig, ckpt["config"]).train.total_steps
+    last_step = build(RunConfig, ckpt["config"]).train.total_steps
     if ckpt["step"] < last_step:
         raise UserError(f"{ckpt['path']}: training stopped at step {ckpt['step']} of {last_step} "
                         f"(train.max_minutes?); run the same command again to continue it")

@@ -58,7 +58,7 @@ TABLE_II: dict[str, tuple[float | None, ...]] = {  # column -> values in TABLE_I
     "Ours K=10": (9.03, 7.50, 7.09, 3.71, 3.23, 3.17, 3.09, 3.08),
 }
 TABLE_II_OURS = "Ours K=10"
-TABLE_II_ALL_IMAGES = 18997  # "All" = MAFL train less the reference's 3 excluded images (spec 4.2)
+TABLE_II_ALL_IMAGES = 18997  # "All" = MAFL train less the reference's 3 excluded images (docs/reference.md)
 
 
 def table_i(dataset: str) -> list[tuple[str, int | None, float]]:

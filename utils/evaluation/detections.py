@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.dataset_registry import BENCHMARKS
 from utils.errors import UserError
 from utils.files import atomic_write
+from utils.landmarks import NUM_ANNOTATED
 from utils.metrics import interocular_distance
 
-LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")  # annotated order
 MAX_PREVIEW = 32  # at most this many preview faces are stored and drawn
 # Extraction settings that must agree between a training and a test file: (key, what it is).
 PAIR_SETTINGS = (("tight", "crop margin"), ("image_size", "crop size"), ("bn_mode", "BatchNorm mode"),
@@ -82,7 +83,7 @@ def _checked(
     n = len(detected)
     if n == 0:
         raise UserError(f"{where}: the file holds no images; expected a non-empty split")
-    if annotated.shape != (n, len(LANDMARK_NAMES), 2) or annotated.dtype.kind != "f":
+    if annotated.shape != (n, NUM_ANNOTATED, 2) or annotated.dtype.kind != "f":
         raise UserError(
             f"{where}: 'annotated' is {annotated.dtype} {annotated.shape}; expected float (N={n}, 5, 2)"
         )
@@ -285,8 +286,8 @@ def load_comparisons(compare: tuple[tuple[str, Path], ...], dataset: str, test: 
 
 
 def dir_inputs(folder: Path, dataset: str) -> tuple[Path, Path]:
-    """(train npz, test npz) of `dataset` in `folder`: <dataset>-train/-test.npz (mtfl: -val if no -test)."""
-    test = folder / f"{dataset}-test.npz"
-    if dataset == "mtfl" and not test.is_file():
-        test = folder / "mtfl-val.npz"
-    return folder / f"{dataset}-train.npz", test
+    """(train npz, test npz) of benchmark `dataset` in `folder`: `<train split>.npz` and the first of its
+    `<test split>.npz` files that exists (the last one named when none does), e.g. mtfl-test, else mtfl-val."""
+    benchmark = BENCHMARKS[dataset]
+    tests = [folder / f"{split}.npz" for split in benchmark.test_splits]
+    return folder / f"{benchmark.train_split}.npz", next((t for t in tests if t.is_file()), tests[-1])

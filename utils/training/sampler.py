@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import DataLoader
+
+from utils.checkpoint import RunState
+from utils.run_config import RunConfig
 
 
 def batches_per_pass(num_items: int, batch_size: int, world_size: int = 1) -> int:
@@ -40,3 +44,20 @@ class ResumableBatchSampler:
         order = torch.randperm(self.num_items, generator=generator)[self.rank::self.world_size]
         for b in range(self.start_batch, batches_per_pass(self.num_items, self.batch_size, self.world_size)):
             yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+
+def training_batches(dataset, cfg: RunConfig, state: RunState, d, device: torch.device) -> Iterator[dict]:
+    """The training batches from the run's position on, pass after pass; `state.data_pass` and
+    `state.batch_in_pass` follow (the caller counts the batches it takes within a pass).
+
+    dataset: a `datasets.pairs.TwoViewDataset` (its `set_epoch` selects each pass's augmentation);
+    d: the process's `utils.training.runtime.Dist`.
+    """
+    while True:
+        dataset.set_epoch(state.data_pass)
+        sampler = ResumableBatchSampler(len(dataset), cfg.train.batch_size, seed=cfg.runtime.seed,
+                                        data_pass=state.data_pass, start_batch=state.batch_in_pass, rank=d.rank,
+                                        world_size=d.world_size)
+        yield from DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                              pin_memory=device.type == "cuda")
+        state.data_pass, state.batch_in_pass = state.data_pass + 1, 0

@@ -1,6 +1,6 @@
 """The evaluation report: the Markdown tables (ours beside the paper's Tables I and II, the collapse
 measures), the long-form CSV, and the PNG figures (drawn with utils/visualize.py), written by
-`write_outputs` from the report dict of `utils.protocol.evaluate`.
+`write_outputs` from the report dict of `utils.evaluation.protocol.evaluate`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import paper_results
-from utils.detections import LANDMARK_NAMES, Detections
-from utils.metrics import CROP_SIZE, collapse_warning
+from utils.evaluation import paper_results
+from utils.evaluation.detections import Detections
+from utils.geometry import EVAL_CROP_SIZE
+from utils.landmarks import LANDMARK_NAMES, landmark_label
+from utils.metrics import collapse_warning
 
-PREVIEW_MIN_SIDE = 128  # preview faces are upscaled to at least this side for drawing
+PREVIEW_MIN_SIDE = EVAL_CROP_SIZE  # preview faces are upscaled to at least this side for drawing
 
 
 def _pct(value: float | None) -> str:
@@ -191,7 +193,7 @@ def save_figures(report: dict, fits: dict, test: Detections, out_dir: Path) -> l
     ]
     vis.save_png(out_dir / "test_faces.png", vis.image_grid(faces, ncols=8))
     notes.append(f"test_faces.png: first {len(faces)} test faces; discs = annotated, crosses = regressed "
-                 f"(forward); colours follow {', '.join(LANDMARK_NAMES)}")
+                 f"(forward); colours follow {', '.join(map(landmark_label, LANDMARK_NAMES))}")
     point_colors = vis.distinct_colors(test.k)
     faces = [preview_face(image, test.detected_xy_px[i], None, point_colors)
              for i, image in enumerate(test.preview_images)]
@@ -215,7 +217,7 @@ def preview_face(
     scale = max(1.0, PREVIEW_MIN_SIDE / min(h, w))
     size_wh = (round(w * scale), round(h * scale))
     face = vis.resize_image(image_rgb, size_wh)
-    crop_wh = (CROP_SIZE, CROP_SIZE)
+    crop_wh = (EVAL_CROP_SIZE, EVAL_CROP_SIZE)
     face = vis.draw_points(face, vis.rescale_points_px(disc_xy_px, crop_wh, size_wh), colors, radius=2,
                            marker="circle")
     if cross_xy_px is None:

@@ -1,4 +1,4 @@
-"""The linear-regressor evaluation protocol (spec section 5): fit a ridge regressor from detected to
+"""The linear-regressor evaluation protocol (docs/reference.md, "Evaluation"): fit a ridge regressor from detected to
 annotated points ("fwd"; "bwd" is the reverse) on a training split, score it on a test split, the
 few-shot table over seeded draws, and the baseline rows of the main table. The metrics themselves are
 in utils/metrics.py; eval_regressor.py is the command line around `evaluate`.
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import paper_results
-from utils.detections import LANDMARK_NAMES, Comparison, Detections
 from utils.errors import UserError
+from utils.evaluation import paper_results
+from utils.evaluation.detections import Comparison, Detections
+from utils.landmarks import LANDMARK_NAMES, landmark_label
 from utils.metrics import (
     SOLVERS,
     backward_error,
@@ -143,7 +144,7 @@ def fit_stats(fits: dict[str, FitResult]) -> dict:
         mode: {
             "nme_percent": 100 * float(fit.errors.mean()),
             "per_landmark_percent": None if fit.point_errors is None
-            else dict(zip(LANDMARK_NAMES, (100 * fit.point_errors.mean(axis=0)).tolist())),
+            else dict(zip(map(landmark_label, LANDMARK_NAMES), (100 * fit.point_errors.mean(axis=0)).tolist())),
         }
         for mode, fit in fits.items()
     }

@@ -1,7 +1,7 @@
 """Warm start (`train.init_from=PATH`): a new run that begins with another run's weights.
 
 Unlike `--resume`, only the weights are taken, from one of our checkpoints or an imported reference
-model (utils/import_reference.py): the optimisers, LR schedules, step counter, data order and best
+model (import_reference.py): the optimisers, LR schedules, step counter, data order and best
 validation NME start fresh, and the run gets its own folder. The use: fine-tune a CelebA model on
 AFLW (configs/aflw.yaml), as IMM does for its AFLW column. The two models must have the same
 architecture; the rest of the config (data, loss, schedule, bottleneck) is the new run's.
@@ -9,10 +9,12 @@ architecture; the rest of the config (data, loss, schedule, bottleneck) is the n
 
 from __future__ import annotations
 
-from model import LandmarkAutoencoder, ModelConfig
+from torch import nn
+
 from utils.checkpoint import read_checkpoint
 from utils.config import build
 from utils.errors import UserError
+from utils.run_config import ModelConfig
 
 SHAPE_KEYS = ("num_points", "fan_features", "hourglass_depth", "gen_conv_dim", "gen_res_blocks")
 
@@ -26,7 +28,7 @@ def architecture_differences(source: ModelConfig, target: ModelConfig) -> list[s
     return differences
 
 
-def init_from_checkpoint(model: LandmarkAutoencoder, path: str, target: ModelConfig) -> str:
+def init_from_checkpoint(model: nn.Module, path: str, target: ModelConfig) -> str:
     """Load the weights of checkpoint `path` into `model` (built from `target`); returns a line saying so."""
     ckpt = read_checkpoint(path)
     source = build(ModelConfig, ckpt["config"]["model"], prefix="model.")

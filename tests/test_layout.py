@@ -1,0 +1,68 @@
+"""The layers can be drawn: utils/ below model.py and the scripts, model.py without network access, train.py
+short enough to read top to bottom, no function too long to hold in one's head."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ("model", "train", "extract_data", "eval_regressor", "detect", "import_reference", "losses")
+NETWORK_MODULES = ("urllib", "http", "socket", "requests", "torch.hub", "utils.pretrained")  # utils.pretrained downloads
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an `import x` or `from x import y` statement of the file names (absolute imports)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def source_files() -> list[Path]:
+    return [p for p in REPO.rglob("*.py") if not {".venv", "tests", ".git", "runs", "data"} & set(p.relative_to(REPO).parts)]
+
+
+def test_imported_modules_sees_both_import_forms(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import model\nfrom train import main\nfrom . import sibling\n")
+    assert imported_modules(probe) == {"model", "train"}
+
+
+def test_nothing_under_utils_imports_the_model_or_a_script():
+    offenders = {str(p.relative_to(REPO)): sorted(imported_modules(p) & set(SCRIPTS))
+                 for p in (REPO / "utils").rglob("*.py")}
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_model_py_opens_no_network_connection():
+    imports = imported_modules(REPO / "model.py")
+    assert imports and not [name for name in imports if name.startswith(NETWORK_MODULES)]
+
+
+def test_train_py_reads_in_at_most_300_lines_with_main_last():
+    text = (REPO / "train.py").read_text()
+    assert len(text.splitlines()) <= 300
+    functions = [node.name for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)]
+    assert functions[-1] == "main"
+
+
+@pytest.mark.parametrize("limit", [80])
+def test_no_function_outside_tests_is_longer_than_80_lines(limit):
+    long = [f"{p.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in source_files() for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+    assert long == []
+
+
+@pytest.mark.slow
+def test_the_old_import_reference_command_still_runs():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "utils.import_reference", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "--fan" in out.stdout and "import_reference.py" in out.stdout
