@@ -343,84 +343,88 @@ def first_outside_point(points_xy: np.ndarray, width: int, height: int) -> int:
     return int(np.argmax(outside)) if outside.any() else -1
 
 
+def face_problem(record: FaceRecord) -> tuple[str, str] | None:
+    """(kind, first-example text) of the first rule of `check_faces` that `record` breaks, or None.
+
+    Kinds: "nonfinite", "undecodable", "small" (a side below `MIN_IMAGE_SIDE`; such an image's points
+    are not judged against so few pixels), "outside", "coincident".
+    """
+    points = record.points_xy
+    if points is not None and not np.isfinite(points).all():
+        k = int(np.argmax(~np.isfinite(points).all(axis=1)))
+        return "nonfinite", (f"{where(record)}: point {k + 1} ({landmark_label(LANDMARK_NAMES[k])}) is "
+                             f"({points[k, 0]:g}, {points[k, 1]:g})")
+    size = image_size_wh(record.path)
+    if size is None:
+        try:
+            image = read_image_rgb(record.path)
+        except UserError as error:
+            return "undecodable", str(error)
+        size = (image.shape[1], image.shape[0])
+    width, height = size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return "small", f"{record.path}, {width}x{height}"
+    if points is None:
+        return None
+    k = first_outside_point(points, width, height)
+    if k >= 0:
+        return "outside", (f"{where(record)}: point {k + 1} ({landmark_label(LANDMARK_NAMES[k])}) at "
+                           f"({points[k, 0]:g}, {points[k, 1]:g}) lies outside its {width}x{height} image "
+                           f"{record.path} by more than {POINT_TOLERANCE:.0%} of its size")
+    if (points.max(axis=0) - points.min(axis=0)).max() < MIN_POINT_SPREAD_PX:
+        return "coincident", (f"{where(record)}: all five points lie within {MIN_POINT_SPREAD_PX:g} pixel of "
+                              f"({points[0, 0]:g}, {points[0, 1]:g}), a placeholder rather than a face")
+    return None
+
+
+# check_faces' refusals, in the order they are raised: kind -> (what the count is of, the same when
+# skipping, what was expected; read_image_rgb's message already says what it expected).
+FACE_REFUSALS = {
+    "nonfinite": ("faces have non-finite points", "faces have non-finite points",
+                  "expected finite pixel coordinates: fix or delete those rows"),
+    "undecodable": ("images do not decode", "images do not decode", ""),
+    "outside": ("faces have points that far out", "faces have points outside their image",
+                "expected (x, y) pixels of the stored image: fix or delete those rows"),
+    "coincident": ("faces have all their points at one place", "faces have all their points at one place",
+                   "expected five distinct points: fix or delete those rows"),
+}
+
+
 def check_faces(records: Sequence[FaceRecord], skip_bad_images: bool) -> list[FaceRecord]:
     """The records of one split that pass the face and image rules of the module docstring.
 
     Reads every image's header (about 40 us each; docs/workflow.md, "Bad data: what is refused, what
     is skipped") and decodes only the images whose header does not read. Without `skip_bad_images`
-    the first kind of problem found raises one `UserError` with its first example and count, in this
-    order: non-finite points, images that do not decode, points outside the image, coincident points;
-    images smaller than `MIN_IMAGE_SIDE` are then warned about once (`SmallImageWarning`) and kept
-    (their points are not judged against so few pixels). With `skip_bad_images` every such record is
-    dropped and each kind reported by one `SkippedDataWarning` (count, first example).
+    the first kind of problem found raises one `UserError` with its first example and count, in the
+    order of `FACE_REFUSALS`; images smaller than `MIN_IMAGE_SIDE` are then warned about once
+    (`SmallImageWarning`) and kept. With `skip_bad_images` every such record is dropped and each kind
+    reported by one `SkippedDataWarning` (count, first example).
     """
     total = len(records)
-    found: dict[str, list[tuple[FaceRecord, str]]] = {
-        "nonfinite": [], "undecodable": [], "outside": [], "coincident": [], "small": []}
+    found: dict[str, list[str]] = {kind: [] for kind in (*FACE_REFUSALS, "small")}
     good = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning and the like: not our reader
         for record in records:
-            points = record.points_xy
-            if points is not None and not np.isfinite(points).all():
-                k = int(np.argmax(~np.isfinite(points).all(axis=1)))
-                found["nonfinite"].append((record, f"{where(record)}: point {k + 1} "
-                                                   f"({landmark_label(LANDMARK_NAMES[k])}) is "
-                                                   f"({points[k, 0]:g}, {points[k, 1]:g})"))
-                continue
-            size = image_size_wh(record.path)
-            if size is None:
-                try:
-                    image = read_image_rgb(record.path)
-                except UserError as error:
-                    found["undecodable"].append((record, str(error)))
-                    continue
-                size = (image.shape[1], image.shape[0])
-            width, height = size
-            if min(width, height) < MIN_IMAGE_SIDE:  # a point can hardly be judged against it: warned
-                found["small"].append((record, f"{record.path}, {width}x{height}"))
-                if skip_bad_images:
-                    continue
-            elif points is not None:
-                k = first_outside_point(points, width, height)
-                if k >= 0:
-                    found["outside"].append((record, (
-                        f"{where(record)}: point {k + 1} ({landmark_label(LANDMARK_NAMES[k])}) at "
-                        f"({points[k, 0]:g}, {points[k, 1]:g}) lies outside its {width}x{height} image "
-                        f"{record.path} by more than {POINT_TOLERANCE:.0%} of its size")))
-                    continue
-                spread = points.max(axis=0) - points.min(axis=0)
-                if spread.max() < MIN_POINT_SPREAD_PX:
-                    found["coincident"].append((record, (
-                        f"{where(record)}: all five points lie within {MIN_POINT_SPREAD_PX:g} pixel of "
-                        f"({points[0, 0]:g}, {points[0, 1]:g}), a placeholder rather than a face")))
-                    continue
-            good.append(record)
-    refusals = {  # kind: (what the count is of, the same when skipping, what was expected)
-        "nonfinite": ("faces have non-finite points", "faces have non-finite points",
-                      "expected finite pixel coordinates: fix or delete those rows"),
-        "undecodable": ("images do not decode", "images do not decode", ""),
-        "outside": ("faces have points that far out", "faces have points outside their image",
-                    "expected (x, y) pixels of the stored image: fix or delete those rows"),
-        "coincident": ("faces have all their points at one place", "faces have all their points at one place",
-                       "expected five distinct points: fix or delete those rows"),
-    }
-    for kind, (problem, _, expected) in refusals.items():
+            problem = face_problem(record)
+            if problem is not None:
+                found[problem[0]].append(problem[1])
+            if problem is None or (problem[0] == "small" and not skip_bad_images):
+                good.append(record)
+    for kind, (problem, _, expected) in FACE_REFUSALS.items():
         if found[kind] and not skip_bad_images:
-            detail = found[kind][0][1]  # read_image_rgb's message already says what was expected
-            raise UserError(f"{detail}; {len(found[kind])} of {total} {problem}"
+            raise UserError(f"{found[kind][0]}; {len(found[kind])} of {total} {problem}"
                             + (f"; {expected}" if expected else "") + f" ({SKIP_HINT})")
-    for kind, (_, problem, _) in refusals.items():
+    for kind, (_, problem, _) in FACE_REFUSALS.items():
         if found[kind]:
-            warnings.warn(f"skipping bad data: {len(found[kind])} of {total} {problem} (first: {found[kind][0][1]})",
+            warnings.warn(f"skipping bad data: {len(found[kind])} of {total} {problem} (first: {found[kind][0]})",
                           SkippedDataWarning, stacklevel=3)
     if found["small"]:
-        count = len(found["small"])
-        smaller = f"{count} of {total} images are smaller than {MIN_IMAGE_SIDE} pixels on a side"
-        first = found["small"][0][1]
+        smaller = f"{len(found['small'])} of {total} images are smaller than {MIN_IMAGE_SIDE} pixels on a side"
         if skip_bad_images:
-            warnings.warn(f"skipping bad data: {smaller} (first: {first})", SkippedDataWarning, stacklevel=3)
+            warnings.warn(f"skipping bad data: {smaller} (first: {found['small'][0]})", SkippedDataWarning,
+                          stacklevel=3)
         else:
-            warnings.warn(f"{smaller} (first: {first}): their crops are upscaled from a few pixels "
+            warnings.warn(f"{smaller} (first: {found['small'][0]}): their crops are upscaled from a few pixels "
                           f"({SKIP_HINT})", SmallImageWarning, stacklevel=3)
     return good
