@@ -5,6 +5,7 @@ and the `FaceRecord` they return. Which data sets and splits exist is `utils.dat
 """
 
 from datasets.build import build_eval_dataset, build_train_dataset, load_records
-from datasets.records import FaceRecord, SkippedDataWarning
+from datasets.records import FaceRecord, SkippedDataWarning, SmallImageWarning
 
-__all__ = ["FaceRecord", "SkippedDataWarning", "build_eval_dataset", "build_train_dataset", "load_records"]
+__all__ = ["FaceRecord", "SkippedDataWarning", "SmallImageWarning", "build_eval_dataset", "build_train_dataset",
+           "load_records"]

@@ -30,8 +30,10 @@ def load_records(split: str, root: str | os.PathLike, *, exclude_reference_three
     """Records of an evaluation split (`utils.dataset_registry.EVAL_SPLITS`) read from its original layout at `root`.
 
     Points are (5, 2) float32 (x, y) in stored-image pixels (None for "folder"). Missing roots,
-    files, annotation rows or images raise a one-line `UserError`; with `skip_bad_images`, names
-    without an image or annotation row are dropped with one `SkippedDataWarning` giving the count.
+    files, annotation rows or images, repeated names, and faces or images that break the rules of
+    `datasets.records` (non-finite points, points far outside the image, images whose header does
+    not read and that do not decode) raise a one-line `UserError`; with `skip_bad_images` the bad
+    faces are dropped with one `SkippedDataWarning` per kind giving the count and the first.
     `exclude_reference_three` drops the reference's three MAFL train files (see celeba.py).
     """
     root = Path(root)
@@ -44,7 +46,7 @@ def load_records(split: str, root: str | os.PathLike, *, exclude_reference_three
     if layout == "mtfl":
         return load_mtfl_records(root, split, skip_bad_images=skip_bad_images)
     if layout == "folder":
-        return load_folder_records(root)
+        return load_folder_records(root, skip_bad_images=skip_bad_images)
     raise UserError(f"unknown data split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
 
 

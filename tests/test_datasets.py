@@ -246,10 +246,12 @@ def test_listed_name_without_landmark_row(tmp_path):
 
 def test_image_that_does_not_decode(tmp_path):
     root = make_celeba(tmp_path)
-    (root / "Img" / "img_align_celeba" / "000004.jpg").write_bytes(b"not an image")
     dataset = build_eval_dataset("mafl-train", root)
+    (root / "Img" / "img_align_celeba" / "000004.jpg").write_bytes(b"not an image")  # broken after loading
     with pytest.raises(UserError, match=r"000004\.jpg: image does not decode"):
         dataset[1]
+    with pytest.raises(UserError, match=r"000004\.jpg: image does not decode.*; 1 of 2 images do not decode"):
+        build_eval_dataset("mafl-train", root)  # broken before: its header does not read, refused at load time
     with pytest.warns(SkippedDataWarning, match=r"1 of 2 images do not decode .*000004\.jpg"):
         dataset = build_eval_dataset("mafl-train", root, skip_bad_images=True)
     assert [dataset[i]["name"] for i in range(len(dataset))] == ["000002.jpg"]
@@ -316,8 +318,13 @@ def test_empty_split(tmp_path):
     tmp_path.joinpath("empty").mkdir()
     with pytest.raises(UserError, match=r"split 'folder' has no usable images"):
         load_records("folder", tmp_path / "empty")
-    root = make_celeba(tmp_path / "c", test=())
-    with pytest.raises(UserError, match=r"testing\.txt: split 'mafl-test' has no usable images"):
+    root = make_celeba(tmp_path / "c")
+    (root / "Img" / "img_align_celeba" / "000001.jpg").unlink()  # the one test image
+    with pytest.warns(SkippedDataWarning), \
+            pytest.raises(UserError, match=r"testing\.txt: split 'mafl-test' has no usable images"):
+        build_eval_dataset("mafl-test", root, skip_bad_images=True)
+    root = make_celeba(tmp_path / "d", test=())
+    with pytest.raises(UserError, match=r"testing\.txt: no image names \(the file is empty or blank\)"):
         build_eval_dataset("mafl-test", root)
 
 
