@@ -128,7 +128,8 @@ def prepare(cfg: RunConfig, ckpt: dict | None) -> Run:
     configure_runtime(cfg.runtime, device, d)
     data = cfg.data
     dataset = build_train_dataset(data.dataset, data.root, image_size=data.image_size, angle=data.angle,
-                                  tight=data.tight, tight_jitter=data.tight_jitter, flip=data.flip,
+                                  tight=data.tight, tight_jitter=data.tight_jitter, scale_jitter=data.scale_jitter,
+                                  shift_jitter=data.shift_jitter, flip=data.flip,
                                   skip_bad_images=data.skip_bad_images, seed=cfg.runtime.seed)
     if batches_per_pass(len(dataset), cfg.train.batch_size, d.world_size) < 1:
         raise UserError(f"data set {data.root} has {len(dataset)} images: fewer than one batch of "

@@ -81,6 +81,7 @@ def build_eval_dataset(split: str, root: str | os.PathLike, *, image_size: int =
 
 def build_train_dataset(kind: str, root: str | os.PathLike, *, image_size: int = 128,
                         angle: float = 15.0, tight: int = 70, tight_jitter: float = 4.0,
+                        scale_jitter: float = 0.0, shift_jitter: float = 0.0,
                         flip: bool = False, skip_bad_images: bool = False, seed: int = 0
                         ) -> Dataset:
     """Two-view training pairs of training set `kind` (`utils.dataset_registry.TRAINING_SETS`).
@@ -98,8 +99,11 @@ def build_train_dataset(kind: str, root: str | os.PathLike, *, image_size: int =
     check_at_least("angle", angle, 0)
     check_at_least("tight", tight, 0)
     check_at_least("tight_jitter", tight_jitter, 0)
+    check_at_least("scale_jitter", scale_jitter, 0)
+    check_at_least("shift_jitter", shift_jitter, 0)
     check_at_least("seed", seed, 0)
     records = load_records(TRAINING_SETS[kind].split, root, skip_bad_images=skip_bad_images)
     return TwoViewDataset(records, image_size=image_size, angle=angle, tight=tight,
-                          tight_jitter=tight_jitter, flip=flip, skip_bad_images=skip_bad_images,
+                          tight_jitter=tight_jitter, scale_jitter=scale_jitter, shift_jitter=shift_jitter,
+                          flip=flip, skip_bad_images=skip_bad_images,
                           seed=seed)

@@ -4,14 +4,18 @@ For each view: θ = clip(N(0, 1) * std, -40, 40) degrees with std = `angle` for 
 for x; rotation about the image centre on an enlarged canvas with replicated borders; margin
 tight = int(`tight` + `tight_jitter` * N(0, 1)); the landmark-driven crop; resize to S x S. No
 TPS warps and no colour jitter, as in the reference. `angle = 0` gives unrotated views (the
-reference crashes there).
+reference crashes there). Beyond the reference, and off by default: each view's crop box may be
+scaled by exp(`scale_jitter` * N(0, 1)) (clipped to +-2 standard deviations) about its centre and
+moved by `shift_jitter` * N(0, 1) of its width and of its height, so that the views also differ
+in scale and position, as crops around a face detector's box do (`transforms.jitter_box`).
 
 Horizontal flip (`flip=True`): with probability 1/2 the source image is mirrored before both views
 (so both or neither are flipped). Unlike the reference, the points are mirrored too and their
 left/right labels swapped (`transforms.hflip_points`), so each point stays on its feature.
 
 Randomness: item `index` in epoch `epoch` draws from `np.random.default_rng([seed, epoch, index])`,
-in this order: the flip (only if `flip`), θ' and tight' for x', then θ and tight for x. An item is
+in this order: the flip (only if `flip`), θ', tight' (then scale' if `scale_jitter`, shift' if
+`shift_jitter`) for x', then the same for x. An item is
 therefore the same whatever the worker count, the worker it lands on, or the order of reads, and
 a resumed run that calls `set_epoch(epoch)` sees the same data as an uninterrupted one.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,15 +42,32 @@ from utils.landmarks import NUM_ANNOTATED
 MAX_ANGLE_DEG = 40.0
 
 
-def sample_view_params(rng: np.random.Generator, angle_std: float, tight: float,
-                       tight_jitter: float) -> tuple[float, int]:
-    """Draw (θ in degrees, clipped to ±40; integer margin percentage) for one view."""
+@dataclass(frozen=True)
+class ViewParams:
+    """How one view is cut: rotation in degrees, margin in percent, crop-box scale and shift."""
+
+    angle: float
+    tight: int
+    box_scale: float = 1.0
+    box_shift_xy: tuple[float, float] = (0.0, 0.0)
+
+
+def sample_view_params(rng: np.random.Generator, angle_std: float, tight: float, tight_jitter: float,
+                       scale_jitter: float = 0.0, shift_jitter: float = 0.0) -> ViewParams:
+    """Draw one view's parameters: θ in degrees clipped to ±40, an integer margin percentage, and only
+    when their jitter is on, a box scale exp(N(0, 1) * scale_jitter) (N clipped to ±2) and a box shift."""
     angle = float(np.clip(rng.standard_normal() * angle_std, -MAX_ANGLE_DEG, MAX_ANGLE_DEG))
-    return angle, int(tight + tight_jitter * rng.standard_normal())
+    view = ViewParams(angle, int(tight + tight_jitter * rng.standard_normal()))
+    if scale_jitter > 0:
+        view = replace(view, box_scale=float(np.exp(scale_jitter * np.clip(rng.standard_normal(), -2, 2))))
+    if shift_jitter > 0:
+        view = replace(view, box_shift_xy=tuple(float(v) for v in shift_jitter * rng.standard_normal(2)))
+    return view
 
 
 def make_pair(image: np.ndarray, points_xy: np.ndarray | None, rng: np.random.Generator, *,
-              angle: float, tight: float, tight_jitter: float, flip: bool, size: int) -> dict:
+              angle: float, tight: float, tight_jitter: float, flip: bool, size: int,
+              scale_jitter: float = 0.0, shift_jitter: float = 0.0) -> dict:
     """Both views of one (H, W, 3) uint8 image with (5, 2) (x, y) pixel points or None.
 
     Returns numpy arrays {"x", "x_prime": (size, size, 3) uint8; "points_x", "points_x_prime":
@@ -61,8 +83,9 @@ def make_pair(image: np.ndarray, points_xy: np.ndarray | None, rng: np.random.Ge
         image = hflip_image(image)
     views, source_to_crop = {}, {}
     for key, angle_std in (("x_prime", angle), ("x", 2.0 * angle)):
-        view_angle, view_tight = sample_view_params(rng, angle_std, tight, tight_jitter)
-        view, view_points, source_to_crop[key] = rotate_and_crop(image, points_xy, view_angle, view_tight, size)
+        p = sample_view_params(rng, angle_std, tight, tight_jitter, scale_jitter, shift_jitter)
+        view, view_points, source_to_crop[key] = rotate_and_crop(image, points_xy, p.angle, p.tight, size,
+                                                                 p.box_scale, p.box_shift_xy)
         if view_points is None:
             view_points = np.full((NUM_ANNOTATED, 2), np.nan, dtype=np.float32)
         views[key], views["points_" + key] = view, view_points
@@ -89,12 +112,14 @@ class TwoViewDataset(Dataset):
 
     def __init__(self, records: Sequence[FaceRecord], *, image_size: int, angle: float,
                  tight: float, tight_jitter: float, flip: bool, skip_bad_images: bool,
-                 seed: int) -> None:
+                 seed: int, scale_jitter: float = 0.0, shift_jitter: float = 0.0) -> None:
         self.records = list(records)
         self.image_size = image_size
         self.angle = angle
         self.tight = tight
         self.tight_jitter = tight_jitter
+        self.scale_jitter = scale_jitter
+        self.shift_jitter = shift_jitter
         self.flip = flip
         self.skip_bad_images = skip_bad_images
         self.seed = seed
@@ -135,7 +160,8 @@ class TwoViewDataset(Dataset):
         used, image = self.read_first_good(index)
         record = self.records[used]
         pair = make_pair(image, record.points_xy, rng, angle=self.angle, tight=self.tight,
-                         tight_jitter=self.tight_jitter, flip=self.flip, size=self.image_size)
+                         tight_jitter=self.tight_jitter, flip=self.flip, size=self.image_size,
+                         scale_jitter=self.scale_jitter, shift_jitter=self.shift_jitter)
         return {"x": torch.from_numpy(image_to_chw_float(pair["x"])),
                 "x_prime": torch.from_numpy(image_to_chw_float(pair["x_prime"])),
                 "points_x": torch.from_numpy(pair["points_x"]),

@@ -206,12 +206,26 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.hstack([linear_inv, -linear_inv @ matrix[:, 2:]])
 
 
+def jitter_box(box: tuple[int, int, int, int], scale: float, shift_xy: tuple[float, float],
+               image_wh: tuple[int, int]) -> tuple[int, int, int, int]:
+    """`box` scaled by `scale` about its centre and moved by shift_xy times its (width, height), clamped.
+
+    Example: (10, 20, 50, 60) scaled by 1.5 and shifted by (0.25, 0) in a 200x200 image: centre
+    (29.5, 39.5) -> (39.5, 39.5), side 40 -> 60: (10, 10, 70, 70).
+    """
+    width, height = box[2] - box[0], box[3] - box[1]
+    centre = box_centre_xy(box) + np.array([[shift_xy[0] * width, shift_xy[1] * height]], dtype=np.float32)
+    return box_around(centre, (max(1, round(width * scale)), max(1, round(height * scale))), image_wh)
+
+
 def rotate_and_crop(image: np.ndarray, points_xy: np.ndarray | None, angle_deg: float,
-                    tight: int, size: int) -> View:
+                    tight: int, size: int, box_scale: float = 1.0,
+                    box_shift_xy: tuple[float, float] = (0.0, 0.0)) -> View:
     """One view: rotate about the centre (enlarged canvas), crop around the points, resize.
 
     image: (H, W, C) uint8. points_xy: (5, 2) (x, y) pixels, or None for unannotated images,
     which use `fixed_crop_box` of the unrotated image, moved to where its centre rotates to.
+    box_scale, box_shift_xy: `jitter_box` applied to that crop box (1 and (0, 0): the box itself).
     Returns the (size, size, C) view, the points in its pixels (None if none were given) and the
     affine map from source pixels to view pixels (which sends `points_xy` to the view's points).
     Only the crop box of the rotated canvas is warped (`warp_crop`); angle_deg = 0 slices the
@@ -227,6 +241,9 @@ def rotate_and_crop(image: np.ndarray, points_xy: np.ndarray | None, angle_deg: 
     else:
         points_xy = transform_points(points_xy, matrix)
         box = landmark_crop_box(points_xy, tight, canvas_wh)
+    if box_scale != 1.0 or box_shift_xy != (0.0, 0.0):
+        box = jitter_box(box, box_scale, box_shift_xy, canvas_wh)
+    if points_xy is not None:
         crop_points = points_to_crop(points_xy, box, size)
     source_to_crop = compose_affine(crop_matrix(box, size), matrix)
     if angle_deg == 0:

@@ -75,9 +75,9 @@ def test_zero_angle_without_jitter_gives_two_identical_unrotated_views():
 
 def test_view_angles_have_the_right_spread_and_are_clipped():
     rng = np.random.default_rng(0)
-    angles = np.array([sample_view_params(rng, 15.0, 70, 4.0)[0] for _ in range(4000)])
+    angles = np.array([sample_view_params(rng, 15.0, 70, 4.0).angle for _ in range(4000)])
     assert 14.0 < angles.std() < 16.0
-    wide = np.array([sample_view_params(rng, 100.0, 70, 4.0) for _ in range(500)])
+    wide = np.array([(v.angle, v.tight) for v in (sample_view_params(rng, 100.0, 70, 4.0) for _ in range(500))])
     assert np.abs(wide[:, 0]).max() == 40.0
     assert set(np.unique(wide[:, 1])) <= set(range(50, 91))
 
@@ -202,3 +202,39 @@ def test_dataset_items_carry_the_view_map(tmp_path):
     mapped = item["points_x"].double() @ matrix[:, :2].T + matrix[:, 2]
     assert item["x_to_x_prime"].dtype == torch.float32
     torch.testing.assert_close(mapped, item["points_x_prime"].double(), atol=1e-3, rtol=0)
+
+
+def test_box_jitter_is_off_by_default_and_draws_nothing_then():
+    """Without scale or shift jitter a view takes exactly the two draws it took before (quickstart unchanged)."""
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    view = sample_view_params(a, 15.0, 70, 4.0)
+    assert (view.box_scale, view.box_shift_xy) == (1.0, (0.0, 0.0))
+    b.standard_normal(2)
+    assert a.standard_normal() == b.standard_normal()
+
+
+def test_box_jitter_spreads_scale_and_shift_as_asked():
+    rng = np.random.default_rng(0)
+    views = [sample_view_params(rng, 0.0, 30, 0.0, scale_jitter=0.1, shift_jitter=0.05) for _ in range(4000)]
+    log_scales = np.log([v.box_scale for v in views])
+    shifts = np.array([v.box_shift_xy for v in views])
+    assert 0.08 < log_scales.std() < 0.1 and np.abs(log_scales).max() <= 0.2 + 1e-9  # N(0, 1) clipped to +-2
+    assert np.allclose(shifts.std(axis=0), 0.05, rtol=0.05) and abs(shifts.mean()) < 0.005
+
+
+def test_jittered_views_still_map_x_onto_x_prime_and_carry_the_points():
+    """The equivariance map and the crop points follow the jittered boxes (5 % scale, 5 % shift)."""
+    image, points = render_face(np.random.default_rng([7, 0]))
+    for seed in range(20):
+        pair = make_pair(image, points, np.random.default_rng(seed), angle=15.0, tight=30, tight_jitter=4.0,
+                         flip=False, size=32, scale_jitter=0.1, shift_jitter=0.05)
+        mapped = pair["points_x"] @ pair["x_to_x_prime"][:, :2].T + pair["x_to_x_prime"][:, 2]
+        assert np.abs(mapped - pair["points_x_prime"]).max() < 1e-3
+
+
+def test_jitter_box_by_hand():
+    from datasets.transforms import jitter_box
+
+    assert jitter_box((10, 20, 50, 60), 1.5, (0.25, 0.0), (200, 200)) == (10, 10, 70, 70)
+    assert jitter_box((10, 20, 50, 60), 1.0, (0.0, 0.0), (200, 200)) == (10, 20, 50, 60)
+    assert jitter_box((0, 0, 40, 40), 1.0, (-0.5, 0.0), (200, 200)) == (0, 0, 20, 40)  # clamped: the part inside

@@ -53,6 +53,10 @@ class DataConfig:
     tight: int = setting(70, "crop margin around the annotated points, percent of their extent (70 in the paper)",
                          at_least=0)
     tight_jitter: float = setting(4.0, "random change of the margin per view, percent", at_least=0)
+    scale_jitter: float = setting(0.0, "std of the log of each view's crop-box scale, so the views differ in scale "
+                                  "as crops around a face detector's box do (0: off, the reference)", at_least=0)
+    shift_jitter: float = setting(0.0, "std of each view's crop-box shift, fraction of its width and height "
+                                  "(0: off, the reference)", at_least=0)
     flip: bool = setting(False, "random horizontal flips (points relabelled left/right)")
     num_workers: int = setting(4, "data loading processes (0: in the training process)", at_least=0)
     skip_bad_images: bool = setting(False, "skip missing, undecodable or truncated images (counted) instead of "
