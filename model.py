@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.checkpoint import read_checkpoint
+from utils.checkpoint import is_detector_only, read_checkpoint
 from utils.config import build
 from utils.errors import UserError
 from utils.geometry import render_gaussian_heatmaps, soft_argmax
@@ -335,7 +335,28 @@ class Reconstructions:
     intermediates: dict[str, Tensor]  # images rendered on the way (no loss on them), for pictures
 
 
-class LandmarkAutoencoder(nn.Module):
+class LandmarkDetector(nn.Module):
+    """The detector and its bottleneck: images -> K points (soft-argmax) and their Gaussian heatmaps.
+
+    What extraction and detect.py run; `LandmarkAutoencoder` adds the generator. Its state dict is the
+    `detector.*` part of the autoencoder's, so a detector-only checkpoint is those keys.
+    """
+
+    def __init__(self, *, detector: FAN, temperature: float = 0.1, heatmap_s: float = 0.5):
+        super().__init__()
+        self.detector = detector
+        self.temperature = temperature
+        self.heatmap_s = heatmap_s
+
+    def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) images -> points (B, K, 2) in heatmap pixels and heatmaps (B, K, M, M)."""
+        scores = self.detector(images)  # (B, K, M, M)
+        points = soft_argmax(scores, self.temperature)  # (B, K, 2)
+        heatmaps = render_gaussian_heatmaps(points, scores.shape[-1], self.heatmap_s)  # (B, K, M, M)
+        return points, heatmaps
+
+
+class LandmarkAutoencoder(LandmarkDetector):
     """Detector + bottleneck + generator, with the training objectives of the paper's Table I.
 
     Objectives (x, x' two views of one image; a the auxiliary subject, another image of the batch;
@@ -352,18 +373,8 @@ class LandmarkAutoencoder(nn.Module):
     """
 
     def __init__(self, *, detector: FAN, generator: Generator, temperature: float = 0.1, heatmap_s: float = 0.5):
-        super().__init__()
-        self.detector = detector
+        super().__init__(detector=detector, temperature=temperature, heatmap_s=heatmap_s)
         self.generator = generator
-        self.temperature = temperature
-        self.heatmap_s = heatmap_s
-
-    def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 3, S, S) images -> points (B, K, 2) in heatmap pixels and heatmaps (B, K, M, M)."""
-        scores = self.detector(images)  # (B, K, M, M)
-        points = soft_argmax(scores, self.temperature)  # (B, K, 2)
-        heatmaps = render_gaussian_heatmaps(points, scores.shape[-1], self.heatmap_s)  # (B, K, M, M)
-        return points, heatmaps
 
     def forward(self, x: Tensor, x_prime: Tensor, aux_index: Tensor, objective: Objective = "all",
                 aux_source: AuxSource = "permute") -> Reconstructions:
@@ -438,14 +449,19 @@ def build_model(cfg: ModelConfig, *, pretrained_fan: PretrainedWeights | None = 
     return model, report
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LandmarkAutoencoder, ModelConfig, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu"
+               ) -> tuple[LandmarkAutoencoder | LandmarkDetector, ModelConfig, dict]:
     """Load a trained model in one call: (model in eval mode on `device`, its ModelConfig, checkpoint).
 
-    `path` is a checkpoint file or a run folder (`utils.checkpoint.find_checkpoint`). Needs no
-    pretrained FAN file: incremental checkpoints carry their frozen kernels.
+    `path` is a checkpoint file or a run folder (`utils.checkpoint.find_checkpoint`). A detector-only
+    checkpoint (`utils.checkpoint.is_detector_only`, e.g. the shipped one) gives a `LandmarkDetector`,
+    any other the whole `LandmarkAutoencoder`; both `detect`. Needs no pretrained FAN file:
+    incremental checkpoints carry their frozen kernels.
     """
     ckpt = read_checkpoint(path)
     cfg = build(ModelConfig, ckpt["config"]["model"], prefix="model.")
     model, _ = build_model(cfg, from_checkpoint=True)
+    if is_detector_only(ckpt):
+        model = LandmarkDetector(detector=model.detector, temperature=cfg.temperature, heatmap_s=cfg.heatmap_s)
     model.load_state_dict(ckpt["model"], strict=True)
     return model.to(device).eval(), cfg, ckpt

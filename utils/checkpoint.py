@@ -25,6 +25,7 @@ from utils.files import atomic_write, update_with_file
 
 FORMAT = "inter-intra-landmarks/1"
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+DETECTOR_ONLY = "detector"  # the "networks" entry of a checkpoint that holds the detector's weights alone
 TRAINING_STATE_KEYS = ("optim_fan", "optim_gen", "sched_fan", "sched_gen", "step", "data_pass", "batch_in_pass",
                        "best_val_nme", "rng")  # what --resume restores besides the weights
 
@@ -133,6 +134,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                         "--gen model_N.gen.pth --core fan_109.pth --out ours.pt")
     ckpt["path"] = str(file)
     return ckpt
+
+
+def is_detector_only(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint holds only the detector (`detector.*` weights, no generator): a shipped model."""
+    return ckpt.get("networks") == DETECTOR_ONLY
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:

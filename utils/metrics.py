@@ -146,6 +146,24 @@ class RidgeModel:
         """(E,) the constant term b of y = weights @ x + b."""
         return self.y_mean - self.weights @ self.x_mean
 
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists, for a checkpoint or a JSON file; `from_dict` reads them back exactly (float64)."""
+        return {"weights": self.weights.tolist(), "x_mean": self.x_mean.tolist(), "y_mean": self.y_mean.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "RidgeModel":
+        """The model of `to_dict`; one-line UserError naming `where` if the entries do not fit together."""
+        try:
+            weights, x_mean, y_mean = (np.asarray(data[k], dtype=np.float64) for k in ("weights", "x_mean", "y_mean"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}: not a saved regressor ({type(exc).__name__}: {exc}); expected weights, "
+                            "x_mean and y_mean") from None
+        if weights.ndim != 2 or x_mean.shape != (weights.shape[1],) or y_mean.shape != (weights.shape[0],) \
+                or not np.isfinite(weights).all():
+            raise UserError(f"{where}: regressor of shapes {weights.shape}, {x_mean.shape}, {y_mean.shape}; expected "
+                            "finite (E, D), (D,), (E,)")
+        return cls(weights, x_mean, y_mean)
+
 
 def _centred(x: np.ndarray, y: np.ndarray, bias: bool) -> tuple[np.ndarray, ...]:
     """(N, D), (N, E) -> centred x, centred y, x_mean (D,), y_mean (E,); no centring without bias."""
@@ -237,13 +255,24 @@ def regress_points(
     Returns:
         (M, Q, 2) predicted target points of the test images, crop pixels.
     """
-    n, q = len(train_dst_xy_px), train_dst_xy_px.shape[1]
-    x = crop_px_to_norm(train_src_xy_px).reshape(n, -1)  # (N, 2P)
-    y = crop_px_to_norm(train_dst_xy_px).reshape(n, -1)  # (N, 2Q)
-    model = FIT_FUNCTIONS[solver](x, y, reg, bias)
-    x_test = crop_px_to_norm(test_src_xy_px).reshape(len(test_src_xy_px), -1)  # (M, 2P)
-    y_test = predict(model, x_test).reshape(-1, q, 2)  # (M, Q, 2)
-    return norm_to_crop_px(y_test)
+    return apply_point_regressor(fit_point_regressor(train_src_xy_px, train_dst_xy_px, reg, bias, solver),
+                                 test_src_xy_px)
+
+
+def fit_point_regressor(src_xy_px: np.ndarray, dst_xy_px: np.ndarray, reg: float, bias: bool = True,
+                        solver: str = "closed-form") -> RidgeModel:
+    """The ridge map from (N, P, 2) source points to (N, Q, 2) target points, crop pixels, in regressor units."""
+    n = len(dst_xy_px)
+    x = crop_px_to_norm(src_xy_px).reshape(n, -1)  # (N, 2P)
+    y = crop_px_to_norm(dst_xy_px).reshape(n, -1)  # (N, 2Q)
+    return FIT_FUNCTIONS[solver](x, y, reg, bias)
+
+
+def apply_point_regressor(model: RidgeModel, src_xy_px: np.ndarray) -> np.ndarray:
+    """A `fit_point_regressor` map applied to (M, P, 2) source points -> (M, Q, 2) target points, crop pixels."""
+    x = crop_px_to_norm(src_xy_px).reshape(len(src_xy_px), -1)  # (M, 2P)
+    y = predict(model, x).reshape(len(src_xy_px), -1, 2)  # (M, Q, 2)
+    return norm_to_crop_px(y)
 
 
 # ---------------------------------------------------------------------------------------------
