@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from utils.checkpoint import RunState
 from utils.run_config import RunConfig
+from utils.training.stopping import ignore_stop_signals
 
 
 def batches_per_pass(num_items: int, batch_size: int, world_size: int = 1) -> int:
@@ -51,7 +52,8 @@ def training_batches(dataset, cfg: RunConfig, state: RunState, d, device: torch.
     `state.batch_in_pass` follow (the caller counts the batches it takes within a pass).
 
     dataset: a `datasets.pairs.TwoViewDataset` (its `set_epoch` selects each pass's augmentation);
-    d: the process's `utils.training.runtime.Dist`.
+    d: the process's `utils.training.runtime.Dist`. Loader workers ignore SIGINT and SIGTERM: the main
+    process stops the run (`utils.training.stopping`) and shuts them down.
     """
     while True:
         dataset.set_epoch(state.data_pass)
@@ -59,5 +61,5 @@ def training_batches(dataset, cfg: RunConfig, state: RunState, d, device: torch.
                                         data_pass=state.data_pass, start_batch=state.batch_in_pass, rank=d.rank,
                                         world_size=d.world_size)
         yield from DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals)
         state.data_pass, state.batch_in_pass = state.data_pass + 1, 0
