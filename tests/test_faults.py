@@ -336,6 +336,18 @@ def _environ(pid: int) -> bytes:
         return b""
 
 
+def test_loader_workers_do_not_outlive_a_run_that_a_worker_error_stopped(synthetic_root, tmp_path, capsys):
+    """They ignore SIGTERM, so multiprocessing's exit handler could not stop them: the run stops them itself."""
+    import multiprocessing
+
+    root = Path(shutil.copytree(synthetic_root, tmp_path / "celeba"))
+    image = root / "Img" / "img_align_celeba" / "000005.jpg"
+    image.write_bytes(image.read_bytes()[:1000])
+    argv = tiny_run_args(root, tmp_path, 3, tmp_path / "run", "data.num_workers=1", "train.batch_size=108")
+    assert_one_line_error(train.main(argv), capsys, "000005.jpg: truncated JPEG")
+    assert multiprocessing.active_children() == []
+
+
 def test_a_stop_signal_sets_a_flag_and_a_second_ctrl_c_interrupts_at_once():
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     stop = StopSignals.install()
