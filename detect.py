@@ -10,7 +10,9 @@ Images sharing a stem get their path instead (`a__1.jpg_landmarks.png` for a/1.j
 `<out>/landmarks.csv`, holds `image,landmark,x,y`: K rows per image, (x, y) in pixels of the
 ORIGINAL image with the pixel-centre convention (the centre of the top-left pixel is (0, 0)). It is
 written batch by batch, so the rows of finished images survive a crash or a bad image; with
-`--skip-bad-images` images that do not decode (or are truncated) are skipped and counted.
+`--skip-bad-images` images that do not decode (or are truncated) are skipped and counted. An `--out`
+that cannot take files is refused before the model is loaded; a disk that fills up ends the run with one
+line, the CSV keeping the rows written before.
 
 The detector sees a square crop resized to the size it was trained at (S, from the checkpoint):
 - `centre` (default): the centred square of side min(width, height); the aspect is kept.
@@ -51,6 +53,7 @@ from utils.checkpoint import checkpoint_identity, find_checkpoint
 from utils.dataset_registry import IMAGE_SUFFIXES
 from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
+from utils.files import check_writable_folder, os_reason
 from utils.geometry import heatmap_to_image_xy
 from utils.visualize import distinct_colors, draw_points, save_png
 
@@ -251,16 +254,35 @@ def run(args: argparse.Namespace) -> Path:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: expected >= 1")
     paths = find_images(args.inputs)
+    check_writable_folder(args.out, "the pictures and landmarks.csv (--out)")  # before the model is loaded
     device = resolve_device(args.device)
     ckpt_file = find_checkpoint(args.checkpoint)
     model, model_cfg, ckpt = load_model(ckpt_file, device)
     size = int(ckpt["config"]["data"]["image_size"])
-    colors = distinct_colors(model_cfg.num_points)
-    stems = output_stems(paths)
     print(f"checkpoint {checkpoint_identity(ckpt_file)} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}; "
           f"{len(paths)} images, crop {mode} resized to {size}x{size}")
-    args.out.mkdir(parents=True, exist_ok=True)
     csv_path = args.out / "landmarks.csv"
+    try:
+        skipped = write_landmarks(model, paths, csv_path, args, (mode, box), size, device, model_cfg.num_points)
+    except OSError as exc:  # a full disk: landmarks.csv keeps the rows flushed before
+        raise UserError(f"{exc.filename or args.out}: cannot write ({os_reason(exc)}); {csv_path} keeps the rows of "
+                        "the images done before; make room (or choose --out), then run again") from None
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} of {len(paths)} images that do not decode (first: {skipped[0]})",
+                      SkippedDataWarning, stacklevel=2)
+    done = len(paths) - len(skipped)
+    print(f"wrote {csv_path} ({done * model_cfg.num_points} rows, K={model_cfg.num_points} per image) "
+          f"and {done} PNGs to {args.out}" + (f"; skipped {len(skipped)} bad images" if skipped else ""))
+    return csv_path
+
+
+def write_landmarks(model: LandmarkAutoencoder, paths: Sequence[Path], csv_path: Path, args: argparse.Namespace,
+                    crop: tuple[str, Box | None], size: int, device: torch.device, num_points: int) -> list[Path]:
+    """Detect batch by batch, writing landmarks.csv (flushed after each batch) and a picture per image
+    (`crop`: the mode and box of `resolve_crop`); returns the images skipped as bad (--skip-bad-images)."""
+    mode, box = crop
+    colors, stems = distinct_colors(num_points), output_stems(paths)
+    args.out.mkdir(parents=True, exist_ok=True)
     skipped: list[Path] = []
     bar = tqdm(total=len(paths), desc="detect", unit="image", disable=args.quiet or len(paths) < 2, leave=False)
     with open(csv_path, "w", newline="", encoding="utf-8") as csv_file:  # rows are flushed batch by batch
@@ -275,20 +297,14 @@ def run(args: argparse.Namespace) -> Path:
             crop_points = detect_crops(model, crops, device) if crops else []
             for (i, image), image_box, points in zip(images, boxes, crop_points):
                 points_xy = crop_to_image_xy(points, image_box, size)  # (K, 2) original-image pixels
-                rows.writerows(csv_rows(str(batch_paths[i]), points_xy))
                 radius = marker_radius((image.shape[1], image.shape[0]))
                 save_png(args.out / f"{stems[start + i]}_landmarks.png",
                          draw_points(image, points_xy, colors, radius=radius))
+                rows.writerows(csv_rows(str(batch_paths[i]), points_xy))  # after its picture: rows of done images
             csv_file.flush()
             bar.update(len(batch_paths))
     bar.close()
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} of {len(paths)} images that do not decode (first: {skipped[0]})",
-                      SkippedDataWarning, stacklevel=2)
-    done = len(paths) - len(skipped)
-    print(f"wrote {csv_path} ({done * model_cfg.num_points} rows, K={model_cfg.num_points} per image) "
-          f"and {done} PNGs to {args.out}" + (f"; skipped {len(skipped)} bad images" if skipped else ""))
-    return csv_path
+    return skipped
 
 
 def main(argv: list[str] | None = None) -> int:

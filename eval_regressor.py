@@ -9,7 +9,8 @@ Reads the per-split `.npz` files written by extract_data.py (`save_detections` i
 utils/evaluation/detections.py defines the format), fits a ridge regressor from detected to annotated points (forward; "bwd" is the reverse) on
 the training split and reports the test NME in percent of the inter-ocular distance, beside the
 paper's Table I, then the few-shot table (N training images, mean ± std over seeded draws) beside
-Table II. Writes results.md/.json/.csv and PNG figures to --out.
+Table II. Writes results.md/.json/.csv, then PNG figures, to --out. A test file that shares images with
+the training file is refused.
 
 Baselines in the same main table: "mean training shape" (every test face predicted as the mean of
 the annotated training points, no detector and no regressor: what a detector must beat) is always
@@ -34,6 +35,7 @@ from utils.errors import UserError
 from utils.evaluation.detections import check_pair, dir_inputs, load_comparisons, load_detections
 from utils.evaluation.protocol import EvalConfig, check_sizes, evaluate
 from utils.evaluation.report import write_outputs
+from utils.files import check_writable_folder
 from utils.metrics import SOLVERS, collapse_warning
 DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
 
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        check_writable_folder(cfg.out_dir, "the report (--out)")  # before the work, leaving nothing behind
         train, test = load_detections(cfg.train_path), load_detections(cfg.test_path)
         dataset = check_pair(train, test)
         if cfg.fewshot and cfg.sizes_given:

@@ -29,6 +29,7 @@ from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
 from utils.evaluation.detections import save_detections
 from utils.extraction import BN_MODES, extract_points
+from utils.files import check_writable_folder, os_reason
 from utils.run_config import check_image_size
 
 PREVIEW_IMAGES = 16
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     checkpoint_sha256 = file_sha256(ckpt_file)
     identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
+    check_writable_folder(out_dir, "the detections (--out)")  # before the work, leaving nothing behind
     datasets = {split: build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
                                           skip_bad_images=args.skip_bad_images,
                                           exclude_reference_three=not args.include_reference_three, limit=args.limit)
@@ -104,9 +106,14 @@ def run(args: argparse.Namespace) -> list[Path]:
                     "bn_mode": args.bn_mode, "batch_size": args.batch_size, "num_points": model_cfg.num_points,
                     "exclude_reference_three": not args.include_reference_three, "limit": args.limit,
                     "step": int(ckpt["step"]), "checkpoint_sha256": checkpoint_sha256}
-        path = save_detections(out_dir / f"{split}.npz", detected_xy_px=result["detected"],
-                               annotated_xy_px=result["annotated"], names=result["names"], split=split,
-                               checkpoint=identity, settings=settings, preview_images=result["preview_images"])
+        try:
+            path = save_detections(out_dir / f"{split}.npz", detected_xy_px=result["detected"],
+                                   annotated_xy_px=result["annotated"], names=result["names"], split=split,
+                                   checkpoint=identity, settings=settings, preview_images=result["preview_images"])
+        except OSError as exc:  # a full disk: the files written before stay whole (atomic writes)
+            left = ",".join(splits[len(written):])
+            raise UserError(f"{exc.filename or out_dir}: cannot write ({os_reason(exc)}); the splits written before "
+                            f"are intact; make room, then run again with --splits {left}") from None
         print(f"{split}: {len(result['names'])} faces -> {path}")
         written.append(path)
     return written

@@ -8,9 +8,11 @@ A run writes to `runs/<name>-<date>-<time>/`: config.yaml, log.jsonl (a JSON rec
 validation), PNG grids of landmarks and reconstructions, and self-contained checkpoints written atomically
 (step_XXXXXXXX.pt, last.pt, best.pt by validation NME). `--resume` restores weights, optimisers,
 schedulers, step, data order and RNG: a resumed run ends with the same weights as an uninterrupted one.
-A non-finite loss stops the run naming the step; Ctrl-C saves a checkpoint first. `train.max_minutes`
-gives one invocation a wall-time budget (validate, save, stop; `--resume` continues) and
-`train.decay_at_budget` brings the first learning-rate decay forward within it on a slow machine.
+One run at a time holds a run folder (RUN/.lock). A non-finite loss stops the run naming the step; Ctrl-C
+and SIGTERM (timeout, SLURM, docker stop) stop it after the step in flight, saving a checkpoint; a full disk
+stops it with the command that continues it. `train.max_minutes` gives one invocation a wall-time budget
+(validate, save, stop; `--resume` continues), within which `train.decay_at_budget` brings the first
+learning-rate decay forward on a slow machine.
 `python train.py --print-config` prints every config key with its default, what it accepts and what it does.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,18 +36,21 @@ from losses import add_landmark_terms, build_reconstruction_loss
 from model import LandmarkAutoencoder, build_model, count_parameters, derangement
 from utils.checkpoint import (RunState, atomic_torch_save, link_last_checkpoint, prune_step_checkpoints,
                               restore_training_state, training_state)
-from utils.config import check_values, commented_yaml, markdown_table, to_dict, to_yaml
+from utils.config import check_values, commented_yaml, markdown_table, to_dict
 from utils.errors import UserError, one_line
 from utils.pretrained import pretrained_fan_weights
 from utils.run_config import RunConfig, TrainConfig
 from utils.training.pictures import save_training_grid
-from utils.training.run_folder import check_config, new_run_dir, resolve_config
+from utils.training.run_folder import (as_write_failure, check_config, check_run_folder_writable, checked_fingerprint,
+                                       open_run_folder, resolve_config)
+from utils.training.run_lock import RunFolderLock
 from utils.training.run_log import (RunLog, import_summary_writer, log_ranks_in_sync, non_finite_message,
-                                    print_run_header, report_validation, validation_record, window_record)
-from utils.training.runtime import (Dist, WallClock, autocast, configure_runtime, jump_to_first_decay, ranks_in_sync,
-                                    setup_distributed, wrap_for_training)
+                                    print_run_header, window_record)
+from utils.training.runtime import (Dist, WallClock, autocast, configure_runtime, ranks_in_sync, setup_distributed,
+                                    take_budget_decay, wrap_for_training)
 from utils.training.sampler import batches_per_pass, training_batches
-from utils.training.validation import validate, validation_sets
+from utils.training.stopping import StopSignals, stop_message
+from utils.training.validation import validate_and_report, validation_sets
 from utils.training.warm_start import init_from_checkpoint
 
 
@@ -106,12 +112,14 @@ class Run:
     schedulers: list
     run_dir: Path
     log: RunLog  # writes nothing on ranks other than 0
+    lock: RunFolderLock  # rank 0's hold on run_dir, released when main returns
+    fingerprint: str  # of the training data (utils.checkpoint.data_fingerprint), saved in every checkpoint
     state: RunState = field(default_factory=RunState)
     val_postfix: dict = field(default_factory=dict)  # the last validation's measures, on the progress bar
 
     def save(self, name: str) -> Path:
         state = training_state(to_dict(self.cfg), self.model, self.optimizers, self.schedulers, self.state,
-                               self.cfg.train.iters_per_epoch)
+                               self.cfg.train.iters_per_epoch, self.fingerprint)
         atomic_torch_save(state, self.run_dir / name)
         return self.run_dir / name
 
@@ -119,12 +127,21 @@ class Run:
         link_last_checkpoint(self.save(f"step_{self.state.step:08d}.pt"))
         prune_step_checkpoints(self.run_dir, self.cfg.log.keep_checkpoints)
 
+    def stop(self, signum: int, save: bool = True) -> int:
+        """Rank 0 saves a checkpoint and prints how to continue; the exit code of a run stopped by `signum`."""
+        if self.d.is_main:
+            if save:
+                self.checkpoint()
+            print(stop_message(signum, self.state.step, self.run_dir, saved=save), file=sys.stderr)
+        return 128 + signum
+
 
 def prepare(cfg: RunConfig, ckpt: dict | None) -> Run:
     """Check the config; build the processes, data, model, loss and optimisers; restore or start the run."""
     check_config(cfg)
     summary_writer = import_summary_writer() if cfg.log.tensorboard else None  # before anything is written
     d, device = setup_distributed(cfg.runtime.device)
+    check_run_folder_writable(cfg, ckpt, d)
     configure_runtime(cfg.runtime, device, d)
     data = cfg.data
     dataset = build_train_dataset(data.dataset, data.root, image_size=data.image_size, angle=data.angle,
@@ -134,6 +151,7 @@ def prepare(cfg: RunConfig, ckpt: dict | None) -> Run:
     if batches_per_pass(len(dataset), cfg.train.batch_size, d.world_size) < 1:
         raise UserError(f"data set {data.root} has {len(dataset)} images: fewer than one batch of "
                         f"{cfg.train.batch_size} per process; lower train.batch_size")
+    fingerprint = checked_fingerprint(dataset.records, ckpt, data.root)  # a resumed run's data must be its own
     val_sets = validation_sets(cfg) if d.is_main else None
     fresh = ckpt is None and not cfg.train.init_from
     model, report = build_model(cfg.model, pretrained_fan=pretrained_fan_weights(cfg.model) if fresh else None,
@@ -145,39 +163,32 @@ def prepare(cfg: RunConfig, ckpt: dict | None) -> Run:
     model.to(device, memory_format=torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format)
     loss_fn.to(device)
     optimizers, schedulers = build_optimizers([model.detector, model.generator], cfg.train)
-    state = RunState()
-    if ckpt is not None:
-        state = restore_training_state(ckpt, model, optimizers, schedulers)
-        run_dir = Path(ckpt["path"]).parent
-    else:
-        run_dir = new_run_dir(cfg, d)
-        if cfg.train.init_from:  # weights only: optimisers, schedules and step stay fresh
-            loaded = init_from_checkpoint(model, cfg.train.init_from, cfg.model)
-            if d.is_main:
-                print(loaded)
+    state = RunState() if ckpt is None else restore_training_state(ckpt, model, optimizers, schedulers)
+    if ckpt is None and cfg.train.init_from:  # weights only: optimisers, schedules and step stay fresh
+        init_from_checkpoint(model, cfg.train.init_from, cfg.model, announce=d.is_main)
     train_model = wrap_for_training(model, cfg.runtime, device, d)
-    log = RunLog(run_dir / "log.jsonl" if d.is_main else None, append=ckpt is not None, writer_cls=summary_writer)
+    run_dir, lock, log = open_run_folder(cfg, d, ckpt, summary_writer)  # locked before anything is written
     if d.is_main:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
         counts = [(count_parameters(net, True), count_parameters(net)) for net in (model.detector, model.generator)]
         print_run_header(cfg, run_dir, device, d, len(dataset), counts, report.summary() if report else "", state.step)
     return Run(cfg, d, device, dataset, val_sets, model, train_model, loss_fn, optimizers, schedulers, run_dir, log,
-               state)
+               lock, fingerprint, state)
 
 
 def train(run: Run) -> int:
     """The loop: a step, then whatever falls due at that step (log record, picture, schedule, validation,
     checkpoint), until the last step or the time budget. Returns the exit code."""
     cfg, state, main_rank = run.cfg, run.state, run.d.is_main
-    if main_rank and cfg.log.save_init and state.step == 0:
-        run.save("init.pt")
     total_steps = cfg.train.total_steps
     progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
                     disable=not (main_rank and cfg.log.progress))
     window, window_start, seconds = [], time.perf_counter(), {"train": 0.0, "val": 0.0}
     clock = WallClock(cfg.train, run.device, run.d)
     run.model.train()
+    stop = StopSignals.install()  # SIGINT, SIGTERM: stop after the step in flight
     try:
+        if main_rank and cfg.log.save_init and state.step == 0:
+            run.save("init.pt")
         for batch in training_batches(run.dataset, cfg, state, run.d, run.device):
             t0 = time.perf_counter()
             aux_gen = torch.Generator().manual_seed((cfg.runtime.seed * 1_000_003 + state.step) * 1009 + run.d.rank)
@@ -199,11 +210,7 @@ def train(run: Run) -> int:
                 total_steps = state.step  # the last step: validate and checkpoint below, then stop
                 progress.write(f"train.max_minutes={cfg.train.max_minutes:g} reached at step {state.step}; stopping")
             if log_step and run.schedulers[0].last_epoch < cfg.train.step_size and clock.decay_due():
-                jump_to_first_decay(run.schedulers)
-                progress.write(f"train.decay_at_budget={cfg.train.decay_at_budget:g} of the time budget reached "
-                               f"at step {state.step}: learning rate x {cfg.train.gamma:g} now")
-                run.log.write({"step": state.step, "event": "decay_at_budget",
-                           "lr_fan": run.optimizers[0].param_groups[0]["lr"]})
+                take_budget_decay(run.schedulers, cfg.train, state.step, progress, run.log)
             if log_step or state.step == total_steps:
                 record = window_record(state.step, window, time.perf_counter() - window_start, run.optimizers,
                                        cfg.train, run.d.world_size)
@@ -214,13 +221,14 @@ def train(run: Run) -> int:
             after_step(run, batch, rec, aux_index, progress, seconds, last=state.step == total_steps)
             if state.step >= total_steps:
                 break
-    except KeyboardInterrupt:
-        if main_rank:
-            run.checkpoint()
-            print(f"\ninterrupted at step {state.step}: saved {run.run_dir / 'last.pt'}; continue with "
-                  f"python train.py --resume {run.run_dir}", file=sys.stderr)
-        return 130
+            if signum := stop.requested(run.d.enabled, run.device):
+                return run.stop(signum)
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, without saving
+        return run.stop(signal.SIGINT, save=False)
+    except OSError as exc:  # a full disk: one line; the checkpoints written before are intact
+        raise as_write_failure(exc, run.run_dir) from None
     finally:
+        stop.restore()
         progress.close()
         run.log.close()
     return 0
@@ -239,14 +247,8 @@ def after_step(run: Run, batch: dict, rec, aux_index: torch.Tensor, progress: tq
         for scheduler in run.schedulers:  # after the optimiser steps (the reference calls it before)
             scheduler.step()
     if main_rank and run.val_sets is not None and (state.step % cfg.validation.every == 0 or last):
-        t_val = time.perf_counter()
-        val_nme, stats = validate(run.model, run.val_sets, cfg, run.device)
-        seconds["val"] += time.perf_counter() - t_val
-        improved = val_nme < state.best_val_nme
-        state.best_val_nme = min(state.best_val_nme, val_nme)
-        run.log.write(validation_record(state.step, val_nme, stats, state.best_val_nme,
-                                    seconds["val"] / max(seconds["train"] + seconds["val"], 1e-9)))
-        run.val_postfix = report_validation(progress, state.step, val_nme, state.best_val_nme, stats)
+        improved, run.val_postfix = validate_and_report(run.model, run.val_sets, cfg, run.device, state, run.log,
+                                                        progress, seconds)
         if improved:
             run.save("best.pt")
     if main_rank and (state.step % cfg.log.checkpoint_every == 0 or epoch_end or last):
@@ -256,9 +258,8 @@ def after_step(run: Run, batch: dict, rec, aux_index: torch.Tensor, progress: tq
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config, e.g. configs/celeba.yaml (configs/synthetic.yaml for a CPU run)")
-    p.add_argument("--resume", metavar="RUN_OR_FILE",
-                   help="continue a run: its folder (newest checkpoint) or a checkpoint file; overrides still apply "
-                        "(e.g. train.epochs=40 to train longer)")
+    p.add_argument("--resume", metavar="RUN_OR_FILE", help="continue a run: its folder (newest checkpoint) or a "
+                   "checkpoint file; overrides still apply (e.g. train.epochs=40 to train longer)")
     p.add_argument("--print-config", nargs="?", const="yaml", choices=("yaml", "markdown"),
                    help="print the resolved config (defaults, --config, overrides) with a comment per key and exit; "
                         "'markdown' prints docs/configs.md's table of keys instead")
@@ -268,7 +269,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, run = parse_args(argv), None
     try:
         cfg, ckpt = resolve_config(args)
         if args.print_config:
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     finally:
+        if run is not None:
+            run.lock.release()
         if dist.is_initialized():
             dist.destroy_process_group()
 

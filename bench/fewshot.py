@@ -40,7 +40,7 @@ def synthetic_split(n: int, k: int, seed: int, split: str) -> Detections:
         path=f"<synthetic {split}>",
         detected_xy_px=detected.astype(np.float32),
         annotated_xy_px=annotated.astype(np.float32),
-        names=np.array([f"{i:06d}.jpg" for i in range(n)]),
+        names=np.array([f"{split}-{i:06d}.jpg" for i in range(n)]),  # splits share no image
         split=split,
         checkpoint="synthetic",
         settings={"seed": seed},

@@ -24,7 +24,8 @@ SETTINGS = {"tight": 70, "image_size": 128, "bn_mode": "eval", "checkpoint_sha25
 
 def write_split(path, n, k=4, split="mafl-train", seed=0, preview=0, checkpoint="runs/x/best.pt@ab12",
                 settings=SETTINGS):
-    """Write a synthetic detections file: K detected points, a noisy linear function of the 5 annotated."""
+    """Write a synthetic detections file: K detected points, a noisy linear function of the 5 annotated.
+    Image names follow the seed ('010003.jpg': seed 1, image 3), so splits written with other seeds are disjoint."""
     rng = np.random.default_rng(seed)
     annotated = FACE_XY_PX + rng.normal(scale=4.0, size=(n, 5, 2))  # (n, 5, 2)
     mixing = np.random.default_rng(99).normal(size=(2 * k, 10)) / 5  # (2K, 10), same for every split
@@ -32,7 +33,7 @@ def write_split(path, n, k=4, split="mafl-train", seed=0, preview=0, checkpoint=
     images = rng.integers(0, 255, size=(preview, 64, 64, 3), dtype=np.uint8) if preview else None
     return save_detections(
         path, detected_xy_px=detected.reshape(n, k, 2), annotated_xy_px=annotated,
-        names=[f"{i:06d}.jpg" for i in range(n)], split=split, checkpoint=checkpoint,
+        names=[f"{seed:02d}{i:04d}.jpg" for i in range(n)], split=split, checkpoint=checkpoint,
         settings=settings, preview_images=images,
     )
 
@@ -315,7 +316,7 @@ def test_bad_inputs_give_one_line_and_exit_code_2(pair, tmp_path, capsys, case, 
                "compare_missing": [f"x={tmp_path / 'nowhere'}"], "compare_dataset": [f"x={tmp_path / 'aflw'}"]}
     if case == "compare_dataset":  # files named mafl-* that hold an AFLW pair
         write_split(tmp_path / "aflw" / "mafl-train.npz", 10, split="aflw-train")
-        write_split(tmp_path / "aflw" / "mafl-test.npz", 10, split="aflw-test")
+        write_split(tmp_path / "aflw" / "mafl-test.npz", 10, split="aflw-test", seed=2)
     status = main(["--train", argv["train"], "--test", argv["test"], "--sizes", argv["sizes"],
                    "--repeats", "2", "--out", str(tmp_path / "out"),
                    *[arg for item in compare.get(case, []) for arg in ("--compare", item)]])
@@ -354,7 +355,7 @@ def test_report_shows_collapse_measures_warns_on_a_blob_and_draws_raw_points(tmp
     for split, n in (("mafl-train", 20), ("mafl-test", 10)):
         rows = slice(0, 20) if split == "mafl-train" else slice(20, 30)
         save_detections(tmp_path / f"{split}.npz", detected_xy_px=blob[rows], annotated_xy_px=annotated[rows],
-                        names=[f"{i}.jpg" for i in range(n)], split=split, checkpoint="c",
+                        names=[f"{i}.jpg" for i in range(30)][rows], split=split, checkpoint="c",
                         settings={"tight": 70}, preview_images=images if split == "mafl-test" else None)
     assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--no-fewshot", "--paper-table", "none"]) == 0
     captured = capsys.readouterr()

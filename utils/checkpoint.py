@@ -2,7 +2,8 @@
 
 A checkpoint is one file holding everything a run needs to continue exactly: the resolved config,
 both networks (detector and generator, incremental buffers included), both optimisers and schedulers,
-the step, the data-order position, RNG states and the git SHA (docs/checkpoints.md lists the keys).
+the step, the data-order position, RNG states, a fingerprint of the training data and the git SHA
+(docs/checkpoints.md lists the keys).
 It loads with `torch.load(weights_only=True)`: nothing in it is an arbitrary pickled object.
 `model.load_model` builds a model from one.
 """
@@ -14,10 +15,12 @@ import math
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from utils.errors import UserError
@@ -28,6 +31,8 @@ STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 DETECTOR_ONLY = "detector"  # the "networks" entry of a checkpoint that holds the detector's weights alone
 TRAINING_STATE_KEYS = ("optim_fan", "optim_gen", "sched_fan", "sched_gen", "step", "data_pass", "batch_in_pass",
                        "best_val_nme", "rng")  # what --resume restores besides the weights
+# also written by training_state, but absent from checkpoints older than it (they resume at their own data.root):
+OPTIONAL_KEYS = ("data_fingerprint",)
 
 
 @dataclass
@@ -41,11 +46,30 @@ class RunState:
     best_val_nme: float = math.inf
 
 
+def data_fingerprint(records: Sequence[Any]) -> str:
+    """SHA-256 (64 hex digits) of a training set's records in order: each one's name and annotated points.
+
+    records: `datasets.records.FaceRecord`s (anything with `.name` and `.points_xy`, (5, 2) or None). Two
+    copies of a data set in different folders have the same fingerprint; another image list, order or
+    annotation gives another. `--resume` with a new data.root compares it with the checkpoint's.
+    """
+    digest = hashlib.sha256()
+    for record in records:
+        name = record.name.encode()
+        digest.update(len(name).to_bytes(4, "little") + name)
+        if record.points_xy is None:
+            digest.update(b"\x00")
+        else:
+            digest.update(b"\x01" + np.ascontiguousarray(record.points_xy, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
 def training_state(config: dict, model: torch.nn.Module, optimizers: list, schedulers: list, state: RunState,
-                   iters_per_epoch: int) -> dict:
+                   iters_per_epoch: int, fingerprint: str) -> dict:
     """The checkpoint dict of a training run: `config` (the resolved config as a plain dict), the model's
-    weights, both optimisers and schedulers (detector first), the run counters, git SHA and torch RNG."""
-    return {"format": FORMAT, "config": config, "model": model.state_dict(),
+    weights, both optimisers and schedulers (detector first), the run counters, the training data's
+    `data_fingerprint`, git SHA and torch RNG."""
+    return {"format": FORMAT, "config": config, "model": model.state_dict(), "data_fingerprint": fingerprint,
             "optim_fan": optimizers[0].state_dict(), "optim_gen": optimizers[1].state_dict(),
             "sched_fan": schedulers[0].state_dict(), "sched_gen": schedulers[1].state_dict(),
             "step": state.step, "epoch": state.step // iters_per_epoch, "data_pass": state.data_pass,
@@ -127,7 +151,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise UserError(f"{file}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        raise UserError(f"{file}: cannot read checkpoint ({reason}){readable_neighbour_hint(file)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{file}: not a checkpoint of this repository (expected format {FORMAT!r}); a reference "
                         "model_N.fan.pth converts with python -m utils.import_reference --fan model_N.fan.pth "
@@ -139,6 +164,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def is_detector_only(ckpt: dict[str, Any]) -> bool:
     """Whether a checkpoint holds only the detector (`detector.*` weights, no generator): a shipped model."""
     return ckpt.get("networks") == DETECTOR_ONLY
+
+
+def readable_neighbour_hint(file: Path) -> str:
+    """'; <step file> beside it reads: ...' naming the newest step file of `file`'s folder that loads (not
+    `file` itself, nor its other name: last.pt is a hard link to a step file), or '' when there is none."""
+    for step_file in reversed(step_checkpoints(file.parent)):
+        if step_file.exists() and not os.path.samefile(step_file, file):
+            try:
+                torch.load(step_file, map_location="cpu", weights_only=True)
+            except Exception:
+                continue
+            return (f"; {step_file} beside it reads: pass it instead, or continue training from it with "
+                    f"python train.py --resume {step_file}")
+    return ""
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:

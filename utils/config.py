@@ -1,7 +1,8 @@
 """Typed configs: frozen dataclasses loaded from YAML with `key.sub=value` command-line overrides.
 
 - A YAML file may name a base file with `base: other.yaml` (relative to itself); its keys are
-  merged over the base's, section by section, so a Table I row is a three-line file.
+  merged over the base's, section by section, so a Table I row is a three-line file. An empty file
+  (or one of comments only) is refused: it is a mistake, not "all defaults".
 - Overrides are `section.key=value`; the value is parsed as YAML (`1e-4`, `true`, `[0, 0.9]`, `null`).
 - Unknown keys and values of the wrong type stop with one line naming the key, the expected type and,
   for typos, the closest known key.
@@ -113,6 +114,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config sections at the top level")
+    if not data:  # taken as all defaults it would train the paper's 128-px CelebA setup: surely not meant
+        raise UserError(f"{path}: the config file is empty (no sections); expected sections such as model:, data:, "
+                        "train: (python train.py --print-config lists every key), or base: other.yaml")
     base = data.pop("base", None)
     if base is None:
         return data

@@ -214,13 +214,17 @@ def fit_ridge_sklearn(x: np.ndarray, y: np.ndarray, reg: float, bias: bool = Tru
     """The same fit with scikit-learn: Ridge(alpha=reg * max(C), fit_intercept=bias).
 
     A cross-check of `fit_ridge`: sklearn centres by the means exactly when `bias` is set, and its
-    penalty alpha * ||W||² matches ours when alpha = reg * max(C). Shapes as in `fit_ridge`.
+    penalty alpha * ||W||² matches ours when alpha = reg * max(C); with alpha = 0 it is LinearRegression.
+    Shapes as in `fit_ridge`.
     """
-    from sklearn.linear_model import Ridge  # heavy import, only when asked for
+    from sklearn.linear_model import LinearRegression, Ridge  # heavy import, only when asked for
 
     x_c, _, x_mean, _ = _centred(x, y, bias)
     alpha = ridge_penalty(x_c.T @ x_c, reg)
-    ridge = Ridge(alpha=alpha, fit_intercept=bias).fit(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    # a zero penalty (reg = 0, or one training image with bias): the minimum-norm least squares, as fit_ridge
+    # does; Ridge(alpha=0) would warn of a singular matrix and fall back to it anyway
+    ridge = Ridge(alpha=alpha, fit_intercept=bias) if alpha > 0 else LinearRegression(fit_intercept=bias)
+    ridge = ridge.fit(np.asarray(x, np.float64), np.asarray(y, np.float64))
     weights = np.atleast_2d(ridge.coef_)  # (E, D)
     intercept = np.asarray(ridge.intercept_, dtype=np.float64) if bias else np.zeros(len(weights))
     return RidgeModel(weights=weights, x_mean=x_mean, y_mean=intercept + weights @ x_mean)

@@ -121,7 +121,8 @@ class TrainConfig:
 class RuntimeConfig:
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda, cuda:N or mps; under torchrun the local "
                           "rank's GPU")
-    amp: Literal["none", "bf16"] = setting("none", "mixed precision: none, or bf16 autocast on CUDA")
+    amp: Literal["none", "bf16"] = setting("none", "mixed precision: none, or bf16 autocast on the run's device "
+                                          "(CUDA; on a CPU too, slower, to try the GPU path)")
     channels_last: bool = setting(False, "channels-last memory format (faster on recent GPUs)")
     compile: bool = setting(False, "torch.compile the model")
     sync_batchnorm: bool = setting(False, "under DDP: BatchNorm statistics over all processes")

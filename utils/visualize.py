@@ -70,8 +70,9 @@ def draw_points(
     Args:
         image_rgb: (H, W, 3) uint8 RGB image; left unchanged.
         points_xy: (K, 2) points (x, y) in this image's pixels (pixel-centre convention), sub-pixel
-            positions allowed; points outside the image are clipped by the drawing, non-finite points
-            are skipped.
+            positions allowed; a marker partly outside the image is clipped by the drawing, and points
+            whose marker would not show (further out than `radius`, e.g. a diverged detection at 1e30)
+            or that are not finite are skipped.
         colors: K (r, g, b) colours, one per point (e.g. `distinct_colors(K)`).
         radius: circle radius, or half the arm length of a cross, in pixels.
         marker: 'circle' (filled disc) or 'cross' (a '+').
@@ -87,8 +88,9 @@ def draw_points(
     if marker not in _MARKERS:
         raise ValueError(f"marker must be one of {_MARKERS}, got {marker!r}")
     one = 1 << _SHIFT_BITS  # one pixel in cv2's fixed-point coordinates
+    height, width = image.shape[:2]
     for (x, y), color in zip(points_xy, colors):
-        if not (math.isfinite(x) and math.isfinite(y)):
+        if not (-radius - 1 < x < width + radius and -radius - 1 < y < height + radius):  # False for NaN too
             continue
         cx, cy, r = round(x * one), round(y * one), radius * one
         color = tuple(int(c) for c in color)
@@ -132,7 +134,7 @@ def save_png(path: str | Path, image_rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write PNG {path}")
+        raise OSError(None, "OpenCV could not write the PNG (a full disk or an unwritable folder?)", str(path))
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,8 @@ def load_detections(path: str | Path) -> Detections:
 
 
 def check_pair(train: Detections, test: Detections) -> str:
-    """Check that the two files form a train/test pair of one dataset and detector; return the dataset."""
+    """Check that the two files form a train/test pair of one dataset and detector, with no image in both;
+    return the dataset."""
     for det in (train, test):
         if not det.is_annotated:
             raise UserError(f"{det.path}: split {det.split!r} has no annotated points; the regressor needs "
@@ -232,7 +233,19 @@ def check_pair(train: Detections, test: Detections) -> str:
             f"({train.path}); extract both splits with the same checkpoint"
         )
     check_same_settings(train, test)
+    check_disjoint(train, test)
     return train_set
+
+
+def check_disjoint(train: Detections, test: Detections) -> None:
+    """Refuse a test file holding images of the training file (by image name): a regressor scored on faces
+    it was fitted on gives a flattering NME."""
+    shared = np.isin(test.names, train.names)  # (M,) bool
+    if shared.any():
+        first = test.names[int(np.argmax(shared))]
+        raise UserError(f"{test.path}: {int(shared.sum())} of its {test.n} images overlap the training file "
+                        f"{train.path} (first: {first}); the regressor must be scored on faces it was not fitted "
+                        "on: pass disjoint splits (e.g. mafl-train and mafl-test)")
 
 
 def check_same_settings(train: Detections, test: Detections) -> None:

@@ -1,6 +1,7 @@
 """The evaluation report: the Markdown tables (ours beside the paper's Tables I and II, the collapse
 measures), the long-form CSV, and the PNG figures (drawn with utils/visualize.py), written by
-`write_outputs` from the report dict of `utils.evaluation.protocol.evaluate`.
+`write_outputs` from the report dict of `utils.evaluation.protocol.evaluate`: the tables first, then the
+figures.
 """
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from utils.evaluation import paper_results
+from utils.errors import UserError
 from utils.evaluation.detections import Detections
+from utils.files import atomic_write, os_reason
 from utils.geometry import EVAL_CROP_SIZE
 from utils.landmarks import LANDMARK_NAMES, landmark_label
 from utils.metrics import collapse_warning
@@ -147,60 +151,68 @@ def csv_rows(report: dict) -> list[dict]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def save_figures(report: dict, fits: dict, test: Detections, out_dir: Path) -> list[str]:
-    """Write the PNG figures; return notes naming what was written and what was skipped, and why."""
+Figure = tuple[str, Callable[[Path], None] | None]  # (note for results.md, draw into the output folder or None)
+
+
+def figure_plan(report: dict, fits: dict, test: Detections) -> list[Figure]:
+    """The figures of a report, each a note and the function that draws it (None when it is skipped); nothing
+    is drawn here, so the notes can go into results.md before any figure is attempted."""
     from utils import visualize as vis
 
-    notes = []
-    n_train = report["files"]["train"]["images"]
+    figures: list[Figure] = []
     if report["fewshot"]:
-        x = [n_train if e["size"] == "all" else e["size"] for e in report["fewshot"]]
-        curves = [
-            vis.Curve(f"ours {mode}", x, [e[mode]["mean_percent"] for e in report["fewshot"]],
-                      [e[mode]["std_percent"] or 0.0 for e in report["fewshot"]])
-            for mode in report["main"]
-        ]
-        ticks = {n: f"all\n({n})" if s == "all" else str(n) for n, s in zip(x, report["settings"]["sizes"])}
-        if report["paper_table"] == "mafl":
-            column, sizes = paper_results.TABLE_II_OURS, paper_results.TABLE_II_SIZES
-            paper_x = [paper_results.TABLE_II_ALL_IMAGES if s == "all" else s for s in sizes]
-            curves.append(vis.Curve(f"paper {column}", paper_x,
-                                    [paper_results.table_ii(column, s) for s in sizes], style="s--"))
-            ticks = {n: str(n) for n in paper_x[:-1]} | {paper_x[-1]: f"paper all\n({paper_x[-1]})"} | ticks
-        vis.save_line_plot(out_dir / "nme_vs_n.png", curves, xlabel="N training images for the regressor",
-                           ylabel="test NME (% IOD)", title=f"{report['dataset'].upper()} few-shot",
-                           log_x=True, xticks=sorted(ticks), xticklabels=[ticks[n] for n in sorted(ticks)])
-        notes.append("nme_vs_n.png: test NME vs N (mean ± std over draws)")
+        figures.append(("nme_vs_n.png: test NME vs N (mean ± std over draws)",
+                        lambda out_dir: _fewshot_plot(report, out_dir / "nme_vs_n.png")))
     fwd = fits.get("fwd")
     if fwd is None:
-        notes.append("per_landmark.png and test_faces.png skipped: they need --mode fwd or both")
-        return notes
+        return figures + [("per_landmark.png and test_faces.png skipped: they need --mode fwd or both", None)]
     per_landmark = report["main"]["fwd"]["per_landmark_percent"]
-    vis.save_bar_chart(out_dir / "per_landmark.png", list(per_landmark), list(per_landmark.values()),
-                       ylabel="test NME (% IOD)", title="forward error per annotated landmark")
-    notes.append("per_landmark.png: forward error per annotated landmark")
+    figures.append(("per_landmark.png: forward error per annotated landmark", lambda out_dir: vis.save_bar_chart(
+        out_dir / "per_landmark.png", list(per_landmark), list(per_landmark.values()), ylabel="test NME (% IOD)",
+        title="forward error per annotated landmark")))
     if test.preview_images is None:
-        notes.append(f"test_faces.png skipped: {test.path} has no 'preview_images'")
-        return notes
-    colors = vis.distinct_colors(len(LANDMARK_NAMES))
-    faces = [
-        preview_face(image, test.annotated_xy_px[i], fwd.pred_xy_px[i], colors)
-        for i, image in enumerate(test.preview_images)
+        return figures + [(f"test_faces.png skipped: {test.path} has no 'preview_images'", None)]
+    colors, point_colors = vis.distinct_colors(len(LANDMARK_NAMES)), vis.distinct_colors(test.k)
+
+    def faces(discs: np.ndarray, crosses: np.ndarray | None, face_colors: list) -> np.ndarray:
+        return vis.image_grid([preview_face(image, discs[i], None if crosses is None else crosses[i], face_colors)
+                               for i, image in enumerate(test.preview_images)], ncols=8)
+
+    figures.append((f"test_faces.png: first {len(test.preview_images)} test faces; discs = annotated, crosses = "
+                    f"regressed (forward); colours follow {', '.join(map(landmark_label, LANDMARK_NAMES))}",
+                    lambda out_dir: vis.save_png(out_dir / "test_faces.png",
+                                                 faces(test.annotated_xy_px, fwd.pred_xy_px, colors))))
+    figures.append((f"test_points.png: the same faces with the raw {test.k} detected points, one colour per "
+                    "landmark: each colour should sit on the same face part on every face",
+                    lambda out_dir: vis.save_png(out_dir / "test_points.png",
+                                                 faces(test.detected_xy_px, None, point_colors))))
+    return figures
+
+
+def _fewshot_plot(report: dict, path: Path) -> None:
+    """nme_vs_n.png: our few-shot curve per mode (mean ± std over draws), and the paper's on MAFL."""
+    from utils import visualize as vis
+
+    n_train = report["files"]["train"]["images"]
+    x = [n_train if e["size"] == "all" else e["size"] for e in report["fewshot"]]
+    curves = [
+        vis.Curve(f"ours {mode}", x, [e[mode]["mean_percent"] for e in report["fewshot"]],
+                  [e[mode]["std_percent"] or 0.0 for e in report["fewshot"]])
+        for mode in report["main"]
     ]
-    vis.save_png(out_dir / "test_faces.png", vis.image_grid(faces, ncols=8))
-    notes.append(f"test_faces.png: first {len(faces)} test faces; discs = annotated, crosses = regressed "
-                 f"(forward); colours follow {', '.join(map(landmark_label, LANDMARK_NAMES))}")
-    point_colors = vis.distinct_colors(test.k)
-    faces = [preview_face(image, test.detected_xy_px[i], None, point_colors)
-             for i, image in enumerate(test.preview_images)]
-    vis.save_png(out_dir / "test_points.png", vis.image_grid(faces, ncols=8))
-    notes.append(f"test_points.png: the same faces with the raw {test.k} detected points, one colour per landmark: "
-                 "each colour should sit on the same face part on every face")
-    return notes
+    ticks = {n: f"all\n({n})" if s == "all" else str(n) for n, s in zip(x, report["settings"]["sizes"])}
+    if report["paper_table"] == "mafl":
+        column, sizes = paper_results.TABLE_II_OURS, paper_results.TABLE_II_SIZES
+        paper_x = [paper_results.TABLE_II_ALL_IMAGES if s == "all" else s for s in sizes]
+        curves.append(vis.Curve(f"paper {column}", paper_x,
+                                [paper_results.table_ii(column, s) for s in sizes], style="s--"))
+        ticks = {n: str(n) for n in paper_x[:-1]} | {paper_x[-1]: f"paper all\n({paper_x[-1]})"} | ticks
+    vis.save_line_plot(path, curves, xlabel="N training images for the regressor", ylabel="test NME (% IOD)",
+                       title=f"{report['dataset'].upper()} few-shot", log_x=True, xticks=sorted(ticks),
+                       xticklabels=[ticks[n] for n in sorted(ticks)])
 
 
 def preview_face(
@@ -227,14 +239,27 @@ def preview_face(
 
 
 def write_outputs(report: dict, fits: dict, test: Detections, out_dir: Path) -> str:
-    """Write results.md/.json/.csv and the figures into out_dir; return the Markdown text."""
-    notes = save_figures(report, fits, test, out_dir)
-    markdown = format_markdown(report, notes)
-    _write_text(out_dir / "results.md", markdown)
-    _write_text(out_dir / "results.json", json.dumps(report, indent=2) + "\n")
+    """Write results.md/.json/.csv, then the figures, into out_dir; return the Markdown text.
+
+    The tables go first, so a figure that cannot be drawn loses no number. A failed write (a full disk)
+    is a one-line UserError naming the file.
+    """
+    figures = figure_plan(report, fits, test)
+    markdown = format_markdown(report, [note for note, _ in figures])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(csv_rows(report))
-    _write_text(out_dir / "results.csv", buffer.getvalue())
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(out_dir / "results.md", markdown)
+        _write_text(out_dir / "results.json", json.dumps(report, indent=2) + "\n")
+        _write_text(out_dir / "results.csv", buffer.getvalue())
+        for _, draw in figures:
+            if draw is not None:
+                draw(out_dir)
+    except OSError as exc:
+        written = sorted(p.name for p in out_dir.glob("results.*")) if out_dir.is_dir() else []
+        raise UserError(f"{exc.filename or out_dir}: cannot write ({os_reason(exc)}); written before it: "
+                        f"{', '.join(written) or 'nothing'}; make room (or choose --out), then run again") from None
     return markdown

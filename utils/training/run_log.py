@@ -12,9 +12,10 @@ from tqdm import tqdm
 
 from utils.checkpoint import git_sha
 from utils.errors import UserError
+from utils.files import atomic_write
 from utils.metrics import collapse_warning, format_collapse
 from utils.run_config import RunConfig, TrainConfig
-from utils.training.runtime import Dist
+from utils.training.runtime import Dist, precision_text
 
 
 def import_summary_writer() -> type:
@@ -30,22 +31,30 @@ def import_summary_writer() -> type:
 class RunLog:
     """Rank 0's log: one JSON record per line in log.jsonl, mirrored to TensorBoard when it is on.
 
-    A new run replaces the log.jsonl of a start that failed before its first checkpoint; a resumed run
-    appends. The run folder is created here. Other ranks get a RunLog without a path, which writes nothing.
+    A new run (resume_step None) replaces the log.jsonl of a start that failed before its first checkpoint.
+    A resumed run appends, after dropping the records of steps past its checkpoint's `resume_step`: a run
+    killed after its last checkpoint logged steps that the resumed run does again, and each step must
+    appear once. Other ranks get a RunLog without a path, which writes nothing. A failed write (a full
+    disk) raises an OSError naming log.jsonl.
     """
 
-    def __init__(self, path: Path | None, *, append: bool, writer_cls: type | None = None) -> None:
+    def __init__(self, path: Path | None, *, resume_step: int | None = None, writer_cls: type | None = None) -> None:
         self.file = self.writer = None
+        self.path = path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(path, "a" if append else "w")
+            if resume_step is not None:
+                drop_records_after(path, resume_step)
+            self.file = open(path, "w" if resume_step is None else "a")
             self.writer = writer_cls(path.parent / "tensorboard") if writer_cls is not None else None
 
     def write(self, record: dict) -> None:
         if self.file is None:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self.writer is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -62,6 +71,25 @@ class RunLog:
             self.writer.close()
 
 
+def drop_records_after(path: Path, step: int) -> None:
+    """Rewrite log.jsonl (atomically) without the records of steps after `step`, and without a line torn by
+    a kill in mid-write; a log without such records is left untouched."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    if kept != lines:
+        atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step") if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
 def print_run_header(cfg: RunConfig, run_dir: Path, device: torch.device, d: Dist, num_images: int,
                      parameter_counts: list[tuple[int, int]], load_report: str, step: int) -> None:
     """The lines a run starts with. parameter_counts: (trainable, total) of the detector, then the generator."""
@@ -72,6 +100,8 @@ def print_run_header(cfg: RunConfig, run_dir: Path, device: torch.device, d: Dis
     print(f"detector {det_trainable:,} trainable of {det_total:,}; generator {gen_total:,}; FAN init "
           f"{cfg.model.fan_init}" + (f" ({load_report})" if load_report else ""))
     print(f"objective {cfg.train.objective}, {cfg.train.total_steps} steps" + (f", resuming at step {step}" if step else ""))
+    print(f"mixed precision: {precision_text(cfg.runtime, device)}; channels_last {cfg.runtime.channels_last}; "
+          f"torch.compile {cfg.runtime.compile}")
 
 
 def window_record(step: int, window: list[dict[str, float]], elapsed_s: float, optimizers: list,

@@ -9,6 +9,7 @@ import os
 import random
 from dataclasses import dataclass
 from time import monotonic
+from typing import Any
 
 import cv2
 import numpy as np
@@ -72,10 +73,16 @@ def configure_runtime(runtime: RuntimeConfig, device: torch.device, d: Dist) -> 
 
 
 def autocast(runtime: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """The mixed-precision context of the forward pass: bf16 autocast on CUDA with `runtime.amp=bf16`, else none."""
-    if runtime.amp == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """The mixed-precision context of the forward pass: with `runtime.amp=bf16`, bfloat16 autocast on the
+    run's own device (CUDA, or the CPU, so that a CPU run exercises the path a GPU run takes), else none."""
+    if runtime.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def precision_text(runtime: RuntimeConfig, device: torch.device) -> str:
+    """What `autocast` does, for the run header: 'bf16 autocast on cpu', or 'none' (float32 throughout)."""
+    return f"bf16 autocast on {device.type}" if runtime.amp == "bf16" else "none"
 
 
 def wrap_for_training(model: torch.nn.Module, runtime: RuntimeConfig, device: torch.device, d: Dist
@@ -128,6 +135,16 @@ def jump_to_first_decay(schedulers: list[torch.optim.lr_scheduler.StepLR]) -> No
         for group in scheduler.optimizer.param_groups:
             group["lr"] *= scheduler.gamma
         scheduler.last_epoch = scheduler.step_size
+
+
+def take_budget_decay(schedulers: list[torch.optim.lr_scheduler.StepLR], train: TrainConfig, step: int,
+                      progress: Any, log: Any) -> None:
+    """Take the first learning-rate decay now (`train.decay_at_budget`): the schedules, a line on the
+    progress bar (a tqdm) and a log.jsonl record (a `run_log.RunLog`)."""
+    jump_to_first_decay(schedulers)
+    progress.write(f"train.decay_at_budget={train.decay_at_budget:g} of the time budget reached at step {step}: "
+                   f"learning rate x {train.gamma:g} now")
+    log.write({"step": step, "event": "decay_at_budget", "lr_fan": schedulers[0].optimizer.param_groups[0]["lr"]})
 
 
 def ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:

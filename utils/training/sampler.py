@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from utils.checkpoint import RunState
 from utils.run_config import RunConfig
+from utils.training.stopping import ignore_stop_signals
 
 
 def batches_per_pass(num_items: int, batch_size: int, world_size: int = 1) -> int:
@@ -51,13 +52,30 @@ def training_batches(dataset, cfg: RunConfig, state: RunState, d, device: torch.
     `state.batch_in_pass` follow (the caller counts the batches it takes within a pass).
 
     dataset: a `datasets.pairs.TwoViewDataset` (its `set_epoch` selects each pass's augmentation);
-    d: the process's `utils.training.runtime.Dist`.
+    d: the process's `utils.training.runtime.Dist`. Loader workers ignore SIGINT and SIGTERM: the main
+    process stops the run (`utils.training.stopping`) and shuts them down when the pass ends in any way.
     """
     while True:
         dataset.set_epoch(state.data_pass)
         sampler = ResumableBatchSampler(len(dataset), cfg.train.batch_size, seed=cfg.runtime.seed,
                                         data_pass=state.data_pass, start_batch=state.batch_in_pass, rank=d.rank,
                                         world_size=d.world_size)
-        yield from DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                              pin_memory=device.type == "cuda")
+        loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                 pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals))
+        try:
+            yield from loader
+        finally:  # however the pass ends (its end, an error, the run stopping): the workers go now
+            shut_down_workers(loader)
         state.data_pass, state.batch_in_pass = state.data_pass + 1, 0
+
+
+def shut_down_workers(loader: Iterator) -> None:
+    """Stop a DataLoader iterator's worker processes now, not whenever it is garbage-collected.
+
+    The workers ignore SIGTERM (`ignore_stop_signals`), so they must not outlive the pass: an iterator kept
+    alive by a reference cycle (an exception raised from a worker makes one) would leave them to
+    multiprocessing's exit handler, which stops children with SIGTERM and then waits for them for ever.
+    """
+    shutdown = getattr(loader, "_shutdown_workers", None)  # absent when data.num_workers is 0
+    if shutdown is not None:
+        shutdown()

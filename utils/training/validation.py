@@ -4,15 +4,20 @@ fewer faces)."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.data import Subset
 
 from datasets import build_eval_dataset
+from utils.checkpoint import RunState
 from utils.dataset_registry import TRAINING_SETS
 from utils.extraction import extract_points
 from utils.metrics import collapse_stats, nme, regress_points
 from utils.run_config import RunConfig
+from utils.training.run_log import RunLog, report_validation, validation_record
 
 
 def validation_sets(cfg: RunConfig) -> tuple[Subset, Subset] | None:
@@ -46,3 +51,19 @@ def validate(model: nn.Module, sets: tuple[Subset, Subset], cfg: RunConfig, devi
     predicted = regress_points(fit["detected"], fit["annotated"], evaluation["detected"], cfg.validation.reg)
     return (100.0 * float(nme(predicted, evaluation["annotated"]).mean()),
             collapse_stats(evaluation["detected"], evaluation["annotated"]))
+
+
+def validate_and_report(model: nn.Module, sets: tuple[Subset, Subset], cfg: RunConfig, device: torch.device,
+                        state: RunState, log: RunLog, progress: Any, seconds: dict[str, float]
+                        ) -> tuple[bool, dict[str, str]]:
+    """Validate, update `state.best_val_nme`, write the log record and the line (`progress`: the tqdm bar);
+    `seconds` ({"train", "val"}) gets the validation's time. Returns (whether the NME improved on the best,
+    the progress bar's postfix)."""
+    start = time.perf_counter()
+    val_nme, stats = validate(model, sets, cfg, device)
+    seconds["val"] += time.perf_counter() - start
+    improved = val_nme < state.best_val_nme
+    state.best_val_nme = min(state.best_val_nme, val_nme)
+    log.write(validation_record(state.step, val_nme, stats, state.best_val_nme,
+                                seconds["val"] / max(seconds["train"] + seconds["val"], 1e-9)))
+    return improved, report_validation(progress, state.step, val_nme, state.best_val_nme, stats)

@@ -28,8 +28,9 @@ def architecture_differences(source: ModelConfig, target: ModelConfig) -> list[s
     return differences
 
 
-def init_from_checkpoint(model: nn.Module, path: str, target: ModelConfig) -> str:
-    """Load the weights of checkpoint `path` into `model` (built from `target`); returns a line saying so."""
+def init_from_checkpoint(model: nn.Module, path: str, target: ModelConfig, announce: bool = False) -> str:
+    """Load the weights of checkpoint `path` into `model` (built from `target`); returns a line saying so,
+    which `announce` also prints (rank 0 of a run)."""
     ckpt = read_checkpoint(path)
     source = build(ModelConfig, ckpt["config"]["model"], prefix="model.")
     differences = architecture_differences(source, target)
@@ -37,5 +38,8 @@ def init_from_checkpoint(model: nn.Module, path: str, target: ModelConfig) -> st
         raise UserError(f"train.init_from={path}: another architecture ({'; '.join(differences)}); "
                         "a warm start needs the same K and networks")
     model.load_state_dict(ckpt["model"], strict=True)
-    return (f"weights from {ckpt['path']} (its step {ckpt['step']}); optimisers, schedules and the step "
+    line = (f"weights from {ckpt['path']} (its step {ckpt['step']}); optimisers, schedules and the step "
             "counter start fresh")
+    if announce:
+        print(line)
+    return line
