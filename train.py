@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from datasets import build_train_dataset
+from datasets import build_training_pairs
 from losses import add_landmark_terms, build_reconstruction_loss
 from model import LandmarkAutoencoder, build_model, count_parameters, derangement
 from utils.checkpoint import (RunState, atomic_torch_save, link_last_checkpoint, prune_step_checkpoints,
@@ -143,15 +143,11 @@ def prepare(cfg: RunConfig, ckpt: dict | None) -> Run:
     d, device = setup_distributed(cfg.runtime.device)
     check_run_folder_writable(cfg, ckpt, d)
     configure_runtime(cfg.runtime, device, d)
-    data = cfg.data
-    dataset = build_train_dataset(data.dataset, data.root, image_size=data.image_size, angle=data.angle,
-                                  tight=data.tight, tight_jitter=data.tight_jitter, scale_jitter=data.scale_jitter,
-                                  shift_jitter=data.shift_jitter, flip=data.flip,
-                                  skip_bad_images=data.skip_bad_images, seed=cfg.runtime.seed)
+    dataset = build_training_pairs(cfg.data, cfg.runtime.seed)
     if batches_per_pass(len(dataset), cfg.train.batch_size, d.world_size) < 1:
-        raise UserError(f"data set {data.root} has {len(dataset)} images: fewer than one batch of "
+        raise UserError(f"data set {cfg.data.root} has {len(dataset)} images: fewer than one batch of "
                         f"{cfg.train.batch_size} per process; lower train.batch_size")
-    fingerprint = checked_fingerprint(dataset.records, ckpt, data.root)  # a resumed run's data must be its own
+    fingerprint = checked_fingerprint(dataset.records, ckpt, cfg.data.root)  # a resumed run's data must be its own
     val_sets = validation_sets(cfg) if d.is_main else None
     fresh = ckpt is None and not cfg.train.init_from
     model, report = build_model(cfg.model, pretrained_fan=pretrained_fan_weights(cfg.model) if fresh else None,

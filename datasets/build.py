@@ -23,6 +23,7 @@ from datasets.pairs import TwoViewDataset
 from datasets.records import FaceRecord, drop_undecodable, require_nonempty
 from utils.dataset_registry import EVAL_SPLITS, SPLIT_LAYOUTS, TRAINING_SETS
 from utils.errors import UserError
+from utils.run_config import DataConfig
 
 
 def load_records(split: str, root: str | os.PathLike, *, exclude_reference_three: bool = True,
@@ -107,3 +108,11 @@ def build_train_dataset(kind: str, root: str | os.PathLike, *, image_size: int =
                           tight_jitter=tight_jitter, scale_jitter=scale_jitter, shift_jitter=shift_jitter,
                           flip=flip, skip_bad_images=skip_bad_images,
                           seed=seed)
+
+
+def build_training_pairs(data: DataConfig, seed: int) -> Dataset:
+    """The two-view training pairs that a run's `data:` config section describes (`build_train_dataset`)."""
+    return build_train_dataset(data.dataset, data.root, image_size=data.image_size, angle=data.angle,
+                               tight=data.tight, tight_jitter=data.tight_jitter, scale_jitter=data.scale_jitter,
+                               shift_jitter=data.shift_jitter, flip=data.flip,
+                               skip_bad_images=data.skip_bad_images, seed=seed)

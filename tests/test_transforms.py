@@ -62,7 +62,11 @@ def test_warp_crop_equals_warping_the_whole_canvas_then_slicing():
             whole = warp_image(image, matrix, canvas)[box[1]:box[3], box[0]:box[2]]
             part = warp_crop(image, matrix, box)
             assert part.shape == whole.shape
-            assert np.abs(part.astype(int) - whole).max() <= 1
+            # OpenCV 4 samples at 1/32-pixel positions (INTER_BITS 5): the shifted matrix may round a few
+            # positions to the neighbouring 1/32, which on this per-pixel noise moves a value by up to
+            # ceil(255/32) = 8 levels; the rest are equal
+            diff = np.abs(part.astype(int) - whole)
+            assert diff.max() <= 8 and (diff > 0).mean() < 0.05
 
 
 def test_margin_switches_to_eight_pixels_for_small_faces():

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from datasets.transforms import clamp_box, crop_resize
 from utils.errors import UserError
 
 Box = tuple[int, int, int, int]
@@ -69,7 +70,8 @@ class BoxToCrop:
     height_scale: float
 
     def crop_box(self, box: Box, image_wh: tuple[int, int]) -> Box:
-        """The training crop for face `box` in an image of `image_wh`, clamped to the image as in training.
+        """The training crop for face `box` in an image of `image_wh`, clamped to the image as training crops
+        are (`datasets.transforms.clamp_box`: the part inside the image).
 
         Example: box (100, 100, 200, 200) with shifts (0, 0.1) and scales (1.2, 1.2): centre (149.5, 159.5),
         side 120: (90, 100, 210, 220).
@@ -80,9 +82,7 @@ class BoxToCrop:
         cy = (y0 + y1 - 1) / 2 + self.shift_y * height
         crop_w, crop_h = max(1, round(self.width_scale * width)), max(1, round(self.height_scale * height))
         left, top = round(cx - (crop_w - 1) / 2), round(cy - (crop_h - 1) / 2)
-        image_w, image_h = image_wh
-        left, top = min(max(left, 0), image_w - 1), min(max(top, 0), image_h - 1)
-        return left, top, max(min(left + crop_w, image_w), left + 1), max(min(top + crop_h, image_h), top + 1)
+        return clamp_box((left, top, left + crop_w, top + crop_h), image_wh)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -102,3 +102,21 @@ def fit_box_to_crop(face_boxes: np.ndarray, crop_boxes: np.ndarray) -> BoxToCrop
     scale = crop_wh / face_wh  # (N, 2)
     (shift_x, shift_y), (width_scale, height_scale) = np.median(shift, axis=0), np.median(scale, axis=0)
     return BoxToCrop(float(shift_x), float(shift_y), float(width_scale), float(height_scale))
+
+
+def face_crop(image_rgb: np.ndarray, crop_box: Box, size: int, work_side: int = 0) -> np.ndarray:
+    """The (size, size, 3) detector input for `crop_box` of a photo, made as the training crops are: the box
+    cut out and resized bilinearly, aspect not kept (`datasets.transforms.crop_resize`).
+
+    work_side: the typical side of the training crops in their photos' pixels (0: unknown). A box more
+    than twice that is first shrunk with area averaging to about that side, so that a face in a
+    4,000-pixel photo reaches the detector as sharp (and as blurred) as a face of the training photos did.
+    """
+    x0, y0, x1, y1 = crop_box
+    longer = max(x1 - x0, y1 - y0)
+    if not work_side or longer <= 2 * work_side:
+        return crop_resize(image_rgb, crop_box, size)
+    factor = work_side / longer
+    region = cv2.resize(image_rgb[y0:y1, x0:x1], (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))),
+                        interpolation=cv2.INTER_AREA)
+    return crop_resize(region, (0, 0, region.shape[1], region.shape[0]), size)
