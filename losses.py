@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.errors import UserError
-from utils.geometry import heatmap_to_fraction_xy, heatmap_to_image_xy
+from utils.geometry import HEATMAP_STRIDE, heatmap_to_fraction_xy, heatmap_to_image_xy
 from utils.pretrained import fetch_imagenet_vgg16, hub_checkpoints_dir, imagenet_vgg16_url
 from utils.run_config import LossConfig
 
@@ -194,20 +194,39 @@ def equivariance_loss(points_x_px: Tensor, points_x_prime_px: Tensor, x_to_x_pri
     return ((mapped - points_x_prime_px.float()) / image_size).square().sum(dim=-1).mean()
 
 
-def add_landmark_terms(terms: dict[str, Tensor], points_x_hm: Tensor, points_x_prime_hm: Tensor,
-                       x_to_x_prime: Tensor, image_size: int, cfg: LossConfig) -> dict[str, Tensor]:
+def concentration_loss(variance_hm: Tensor, image_size: int) -> Tensor:
+    """Mean over faces and points of each softmax map's variance var_x + var_y, in squared fractions of the
+    image side (Zhang et al., CVPR 2018, concentration).
+
+    Keeps the detector's maps peaked: the soft-argmax of a flat map is pulled towards the map's centre by an
+    amount that changes from image to image, which moves all points of a face together by a nuisance
+    amount. Example (by hand): a variance of 2 heatmap pixels squared at stride 4 on a 32-px image is
+    2 * (4 / 32)^2 = 0.03125.
+
+    Args:
+        variance_hm: (B, K) variances in heatmap pixels squared (`utils.geometry.soft_argmax_moments`).
+        image_size: crop side S in pixels.
+    """
+    return variance_hm.float().mean() * (HEATMAP_STRIDE / image_size) ** 2
+
+
+def add_landmark_terms(terms: dict[str, Tensor], rec, x_to_x_prime: Tensor, image_size: int,
+                       cfg: LossConfig) -> dict[str, Tensor]:
     """The reconstruction terms plus the landmark terms that `cfg` weights above 0, weighted into "total".
 
-    Reads the detected points and the augmentation's view-to-view map, never annotated points.
+    Reads the detected points (and their maps' variances) and the augmentation's view-to-view map, never
+    annotated points.
 
     Args:
         terms: {"pixel", ..., "total"} of `ReconstructionLoss`.
-        points_x_hm, points_x_prime_hm: (B, K, 2) points detected on x and x', heatmap pixels.
+        rec: the forward's `model.Reconstructions`: points_x, points_x_prime (B, K, 2) heatmap pixels and
+            variance_x, variance_x_prime (B, K).
         x_to_x_prime: (B, 2, 3) affine maps from x's crop pixels to x''s.
         image_size: crop side S in pixels.
-        cfg: the loss section of the run config (separation_weight, separation_bandwidth, equivariance_weight).
+        cfg: the loss section of the run config (the weights and the separation bandwidth).
     """
     terms = dict(terms)
+    points_x_hm, points_x_prime_hm = rec.points_x, rec.points_x_prime
     if cfg.separation_weight > 0:
         both_views = heatmap_to_fraction_xy(torch.cat((points_x_hm, points_x_prime_hm)), image_size)  # (2B, K, 2)
         terms["separation"] = separation_loss(both_views, cfg.separation_bandwidth)
@@ -216,4 +235,7 @@ def add_landmark_terms(terms: dict[str, Tensor], points_x_hm: Tensor, points_x_p
         terms["equivariance"] = equivariance_loss(heatmap_to_image_xy(points_x_hm), heatmap_to_image_xy(points_x_prime_hm),
                                                   x_to_x_prime.to(points_x_hm.device), image_size)
         terms["total"] = terms["total"] + cfg.equivariance_weight * terms["equivariance"]
+    if cfg.concentration_weight > 0:
+        terms["concentration"] = concentration_loss(torch.cat((rec.variance_x, rec.variance_x_prime)), image_size)
+        terms["total"] = terms["total"] + cfg.concentration_weight * terms["concentration"]
     return terms

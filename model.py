@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from utils.checkpoint import is_detector_only, read_checkpoint
 from utils.config import build
 from utils.errors import UserError
-from utils.geometry import render_gaussian_heatmaps, soft_argmax
+from utils.geometry import render_gaussian_heatmaps, soft_argmax_moments
 from utils.run_config import AUX_SOURCES, FAN_INITS, OBJECTIVES, AuxSource, FanInit, ModelConfig, Objective
 from utils.state_dicts import PretrainedWeights
 
@@ -333,6 +333,8 @@ class Reconstructions:
     points_x: Tensor  # (B, K, 2) detected on x, heatmap pixels
     points_x_prime: Tensor  # (B, K, 2) detected on x', heatmap pixels
     intermediates: dict[str, Tensor]  # images rendered on the way (no loss on them), for pictures
+    variance_x: Tensor | None = None  # (B, K) softmax variance of each point on x, heatmap pixels squared
+    variance_x_prime: Tensor | None = None  # (B, K) the same on x'
 
 
 class LandmarkDetector(nn.Module):
@@ -350,10 +352,15 @@ class LandmarkDetector(nn.Module):
 
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, S, S) images -> points (B, K, 2) in heatmap pixels and heatmaps (B, K, M, M)."""
-        scores = self.detector(images)  # (B, K, M, M)
-        points = soft_argmax(scores, self.temperature)  # (B, K, 2)
-        heatmaps = render_gaussian_heatmaps(points, scores.shape[-1], self.heatmap_s)  # (B, K, M, M)
+        points, heatmaps, _ = self.detect_with_variance(images)
         return points, heatmaps
+
+    def detect_with_variance(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`detect` plus each point's softmax variance (B, K), heatmap pixels squared (`soft_argmax_moments`)."""
+        scores = self.detector(images)  # (B, K, M, M)
+        points, variance = soft_argmax_moments(scores, self.temperature)  # (B, K, 2), (B, K)
+        heatmaps = render_gaussian_heatmaps(points, scores.shape[-1], self.heatmap_s)  # (B, K, M, M)
+        return points, heatmaps, variance
 
 
 class LandmarkAutoencoder(LandmarkDetector):
@@ -388,16 +395,19 @@ class LandmarkAutoencoder(LandmarkDetector):
                 fewer; identical in train mode because BatchNorm statistics ignore order);
                 `third_pass` runs the detector on x[aux_index] as the reference does.
         """
-        points, heat = self.detect(x)
-        points_p, heat_p = self.detect(x_prime)
+        points, heat, variance = self.detect_with_variance(x)
+        points_p, heat_p, variance_p = self.detect_with_variance(x_prime)
+
+        def made(outputs: list[Tensor], targets: list[Tensor], intermediates: dict[str, Tensor]) -> Reconstructions:
+            return Reconstructions(outputs, targets, points, points_p, intermediates, variance, variance_p)
+
         G = self.generator
         if objective == "baseline":
-            x_rec = G(x_prime, heat)
-            return Reconstructions([x_rec], [x], points, points_p, {})
+            return made([G(x_prime, heat)], [x], {})
         if objective == "cycle":
             x_mid, xp_mid = G(x, heat_p), G(x_prime, heat)
-            return Reconstructions([G(xp_mid, heat_p), G(x_mid, heat)], [x_prime, x], points, points_p,
-                                   {"x_with_x_prime_points": x_mid, "x_prime_with_x_points": xp_mid})
+            return made([G(xp_mid, heat_p), G(x_mid, heat)], [x_prime, x],
+                        {"x_with_x_prime_points": x_mid, "x_prime_with_x_points": xp_mid})
         if objective not in ("all", "inter"):
             raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
         aux_index = aux_index.to(x.device)
@@ -409,12 +419,11 @@ class LandmarkAutoencoder(LandmarkDetector):
             raise ValueError(f"unknown aux_source {aux_source!r}; expected one of {AUX_SOURCES}")
         x_aux = G(x, heat_aux)  # appearance of x, geometry of a
         if objective == "inter":
-            return Reconstructions([G(x_aux, heat_p)], [x_prime], points, points_p, {"x_with_aux_points": x_aux})
+            return made([G(x_aux, heat_p)], [x_prime], {"x_with_aux_points": x_aux})
         xp_aux = G(x_prime, heat_aux)  # appearance of x', geometry of a
         x_prime_rec = G(x_aux, heat_p)  # back to x' (cycle through the auxiliary subject)
         x_rec = G(xp_aux, heat)
-        return Reconstructions([x_rec, x_prime_rec], [x, x_prime], points, points_p,
-                               {"x_with_aux_points": x_aux, "x_prime_with_aux_points": xp_aux})
+        return made([x_rec, x_prime_rec], [x, x_prime], {"x_with_aux_points": x_aux, "x_prime_with_aux_points": xp_aux})
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -77,7 +77,7 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizers: lis
     with autocast(cfg.runtime, device):
         rec = model(x, x_prime, aux_index, cfg.train.objective, cfg.train.aux_source)
         terms = loss_fn(rec.outputs, rec.targets)
-    terms = add_landmark_terms(terms, rec.points_x, rec.points_x_prime, batch["x_to_x_prime"], x.shape[-1], cfg.loss)
+    terms = add_landmark_terms(terms, rec, batch["x_to_x_prime"], x.shape[-1], cfg.loss)
     values = torch.stack([t.detach().float() for t in terms.values()])
     finite = torch.isfinite(values).all().float()
     if distributed:

@@ -77,3 +77,19 @@ def test_heatmap_image_conversion():
     hm = torch.tensor([[0.0, 31.0]])
     assert torch.allclose(heatmap_to_image_xy(hm, 4), torch.tensor([[1.5, 125.5]]))
     assert torch.allclose(image_to_heatmap_xy(heatmap_to_image_xy(hm, 4), 4), hm)
+
+
+def test_soft_argmax_moments_by_hand():
+    from utils.geometry import soft_argmax_moments
+
+    scores = torch.full((1, 1, 3, 3), -1e4)
+    scores[0, 0, 0, 0] = scores[0, 0, 0, 2] = 0.0  # half the mass at (0, 0), half at (2, 0)
+    points, variance = soft_argmax_moments(scores, temperature=1.0)
+    assert torch.allclose(points, torch.tensor([[[1.0, 0.0]]])) and torch.allclose(variance, torch.tensor([[1.0]]))
+    peaked = torch.full((1, 1, 4, 4), -1e4)
+    peaked[0, 0, 2, 1] = 0.0
+    points, variance = soft_argmax_moments(peaked, temperature=1.0)
+    assert torch.allclose(points, torch.tensor([[[1.0, 2.0]]])) and variance.abs().item() < 1e-6
+    flat = torch.zeros(1, 1, 4, 4)  # uniform over 4 x 4: var = 2 * (16 - 1) / 12
+    assert torch.allclose(soft_argmax_moments(flat, 1.0)[1], torch.tensor([[2.5]]))
+    assert torch.equal(soft_argmax_moments(flat, 1.0)[0], soft_argmax(flat, 1.0))

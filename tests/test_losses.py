@@ -165,3 +165,11 @@ def test_equivariance_loss_by_hand():
     assert equivariance_loss(points_x, exact, shift, 32).item() == pytest.approx(0.0)
     off = exact + torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # first point off by 5 px
     assert equivariance_loss(points_x, off, shift, 32).item() == pytest.approx((5 / 32) ** 2 / 2)
+
+
+def test_concentration_loss_by_hand():
+    from losses import concentration_loss
+
+    variance = torch.full((3, 10), 2.0)  # 2 heatmap pixels squared at stride 4 on a 32-px crop
+    assert concentration_loss(variance, 32).item() == pytest.approx(2 * (4 / 32) ** 2)
+    assert concentration_loss(torch.tensor([[0.0, 4.0]]), 64).item() == pytest.approx(2 * (4 / 64) ** 2)

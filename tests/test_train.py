@@ -235,7 +235,8 @@ def test_training_loss_never_reads_annotated_points(synthetic_root):
     from model import build_model
     from utils.run_config import LossConfig, ModelConfig, PerceptualConfig
 
-    loss_cfg = LossConfig(separation_weight=0.05, equivariance_weight=3.2, perceptual=PerceptualConfig(enabled=False))
+    loss_cfg = LossConfig(separation_weight=0.05, equivariance_weight=3.2, concentration_weight=0.1,
+                          perceptual=PerceptualConfig(enabled=False))
     dataset = build_train_dataset("synthetic", str(synthetic_root), image_size=32, angle=15.0, tight=20,
                                   tight_jitter=4.0, flip=True, skip_bad_images=False, seed=0)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(6)])
@@ -250,10 +251,9 @@ def test_training_loss_never_reads_annotated_points(synthetic_root):
     values = []
     for b in (batch, unannotated):
         rec = model(b["x"], b["x_prime"], aux_index)
-        terms = losses.add_landmark_terms(loss_fn(rec.outputs, rec.targets), rec.points_x, rec.points_x_prime,
-                                          b["x_to_x_prime"], 32, loss_cfg)
+        terms = losses.add_landmark_terms(loss_fn(rec.outputs, rec.targets), rec, b["x_to_x_prime"], 32, loss_cfg)
         values.append({k: v.item() for k, v in terms.items()})
-    assert values[0].keys() == {"pixel", "separation", "equivariance", "total"}
+    assert values[0].keys() == {"pixel", "separation", "equivariance", "concentration", "total"}
     assert values[0] == values[1] and all(map(math.isfinite, values[0].values()))
 
 

@@ -44,15 +44,29 @@ def soft_argmax(scores: Tensor, temperature: float = 0.1) -> Tensor:
     Returns:
         (B, K, 2) points (x, y) in heatmap pixels, in float32 or the input's wider dtype.
     """
+    return soft_argmax_moments(scores, temperature)[0]
+
+
+def soft_argmax_moments(scores: Tensor, temperature: float = 0.1) -> tuple[Tensor, Tensor]:
+    """`soft_argmax`'s points and the spread of each softmax map about them.
+
+    Returns ((B, K, 2) points (x, y), (B, K) variance var_x + var_y), both in heatmap pixels (squared).
+    A flat map has a large variance, and its expected position is pulled towards the map's centre by an
+    amount that depends on how flat it is; the concentration term (losses.py) keeps it small.
+    Example (by hand): all mass split evenly between cells (0, 0) and (2, 0) gives the point (1, 0) and
+    variance 1.
+    """
     b, k, h, w = scores.shape
     dtype = torch.promote_types(scores.dtype, torch.float32)  # bf16 scores: softmax in fp32
     prob = torch.softmax(scores.to(dtype).reshape(b, k, h * w) / temperature, dim=-1)
     prob = prob.reshape(b, k, h, w)  # (B, K, H, W), sums to 1 per map
     cols = torch.arange(w, device=scores.device, dtype=dtype)  # (W,)
     rows = torch.arange(h, device=scores.device, dtype=dtype)  # (H,)
-    x = (prob.sum(dim=2) * cols).sum(dim=-1)  # (B, K): marginal over rows, then E[j]
-    y = (prob.sum(dim=3) * rows).sum(dim=-1)  # (B, K): marginal over columns, then E[i]
-    return torch.stack((x, y), dim=-1)  # (B, K, 2)
+    marginal_x, marginal_y = prob.sum(dim=2), prob.sum(dim=3)  # (B, K, W), (B, K, H)
+    x = (marginal_x * cols).sum(dim=-1)  # (B, K): marginal over rows, then E[j]
+    y = (marginal_y * rows).sum(dim=-1)  # (B, K): marginal over columns, then E[i]
+    variance = (marginal_x * cols**2).sum(dim=-1) - x**2 + (marginal_y * rows**2).sum(dim=-1) - y**2  # (B, K)
+    return torch.stack((x, y), dim=-1), variance  # (B, K, 2), (B, K)
 
 
 def render_gaussian_heatmaps(points_xy: Tensor, size: int, s: float = 0.5) -> Tensor:

@@ -84,6 +84,8 @@ class LossConfig:
                                           "side", above=0)
     equivariance_weight: float = setting(0.0, "weight of the term that makes x's points, mapped into x' by the "
                                          "augmentation, meet x''s (0: off)", at_least=0)
+    concentration_weight: float = setting(0.0, "weight of the term that keeps each point's softmax map peaked "
+                                          "(its variance; 0: off)", at_least=0)
 
 
 @dataclass(frozen=True)
