@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files and/or folders (searched recursively for jpg/jpeg/png/bmp)")
     p.add_argument("--checkpoint", default=None,
-                   help=f"a checkpoint file or a run folder (its last.pt; pass best.pt explicitly to use the best one); "
+                   help="a checkpoint file or a run folder (its last.pt; pass best.pt explicitly to use the best one); "
                         f"default: the shipped model {DEFAULT_CHECKPOINT.relative_to(DEFAULT_CHECKPOINT.parents[1])}")
     p.add_argument("--out", type=Path, default=Path("results/detect"),
                    help="output folder for <stem>_landmarks.png and landmarks.csv (default: %(default)s); one that "
@@ -468,6 +468,12 @@ def resolve_crop(crop: str | None, box_text: str | None, boxes_file: Path | None
     return "box"
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else all of them)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
+
+
 def describe(detector: Detector, mode: str, device: torch.device, images: int) -> str:
     """The first line of a run: the checkpoint, what it sees, the crop and the named points."""
     crop = {"faces": "faces found (Haar cascade) -> training crops", "centre": "centred square",
@@ -475,7 +481,8 @@ def describe(detector: Detector, mode: str, device: torch.device, images: int) -
     named = (f"named points fitted on {detector.ckpt['named_points'].get('fitted_on', '?')}" if detector.regressor
              else "no named points (the checkpoint has no regressor)")
     return (f"checkpoint {checkpoint_identity(detector.file)} (step {detector.ckpt['step']}, K={detector.num_points}) "
-            f"on {device}: {crop_settings(detector.ckpt['config'])}; {images} images, crop {crop[mode]}; {named}")
+            f"on {device}: {crop_settings(detector.ckpt['config'])}; {plural(images, 'image')}, crop {crop[mode]}; "
+            f"{named}")
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -501,12 +508,16 @@ def run(args: argparse.Namespace) -> Path:
     cv2.setNumThreads(1)  # the worker threads are the parallelism
     quiet_header_reads()
     job = Job(mode, detector.size, detector.cropping, box, boxes, args.skip_bad_images)
-    start = time.perf_counter()
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    if device.type == "cpu":  # the cores the workers leave; torch's spinning threads would slow them down
+        torch.set_num_threads(max(1, usable_cores() - args.workers))
     try:
         tally = write_landmarks(detector, job, paths, out, args, device)
     except OSError as exc:  # a full disk: landmarks.csv keeps the rows flushed before
         raise UserError(f"{exc.filename or out}: cannot write ({os_reason(exc)}); {out / 'landmarks.csv'} keeps the "
                         "rows of the images done before; make room (or choose --out), then run again") from None
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     if tally.skipped:
         warnings.warn(f"skipped {len(tally.skipped)} of {len(paths)} images that do not decode "
