@@ -16,9 +16,9 @@ the synthetic CelebA-layout set) it fits, and stores beside the detector's weigh
    than on landmark-driven ones, it scored 8.7 % instead of 11.7 % NME on MTFL validation photos.
 
 It prints one line per fit (faces found of all, the map, the regressor's training NME) and writes, each
-atomically: OUT (format, config, the `detector.*` weights, networks "detector", step, git_sha,
-exported_from, named_points, face_crop; docs/checkpoints.md) and OUT without .pt + `.expected.json`: the
-face boxes, K points and named points that the written file gives on a few fixed synthetic faces (and,
+atomically: OUT (format, config, the `detector.*` weights, networks "detector", step, git_sha, exported_from,
+named_points, face_crop; docs/checkpoints.md, "The shipped model") and OUT without .pt + `.expected.json`:
+the face boxes, K points and named points that the written file gives on a few fixed synthetic faces (and,
 with an MTFL --data-root, on the first mtfl-val photos), which tests/test_export_model.py checks.
 """
 

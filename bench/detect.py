@@ -1,7 +1,7 @@
 """Photos per second and, on an annotated split, accuracy of detect.py, run as a user runs it (its own process).
 
-    python -m bench.detect --photos ../shared/data/MTFL/lfw_5590 --limit 500
-    python -m bench.detect --annotations mtfl-val --data-root ../shared/data/MTFL --checkpoint /tmp/standin.pt
+    python -m bench.detect --photos /data/MTFL/lfw_5590 --limit 500
+    python -m bench.detect --annotations mtfl-val --data-root /data/MTFL --checkpoint checkpoints/mtfl_k10.pt
 
 --photos DIR: the first --limit images of DIR (sorted, recursive). --annotations SPLIT --data-root DIR: the photos
 of an annotated split (e.g. mtfl-val), scored against their annotations from landmarks.csv:
@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=Path, help="a folder of photos (searched recursively)")
     p.add_argument("--annotations", help="an annotated split to score, e.g. mtfl-val (with --data-root)")
-    p.add_argument("--data-root", type=Path, help="the split's data set root, e.g. ../shared/data/MTFL")
+    p.add_argument("--data-root", type=Path, help="the split's data set root, e.g. /data/MTFL")
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--checkpoint", type=Path, default=None, help=f"default: detect.py's, {SHIPPED_CHECKPOINT.name}")
     p.add_argument("--workers", type=int, default=2, help="detect.py --workers (default %(default)s)")
