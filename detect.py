@@ -215,6 +215,9 @@ def free_out_folder(out: Path) -> Path:
 
     if not taken(out):
         return out
+    out = out if out.name else out.resolve()  # '.' or 'photos/..': name the folder itself
+    if not out.name:
+        raise UserError(f"--out {out}: holds files already and has no name to number; choose a folder below it")
     number = 2
     while taken(out.with_name(f"{out.name}-{number}")):
         number += 1
