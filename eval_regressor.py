@@ -17,6 +17,12 @@ the annotated training points, no detector and no regressor: what a detector mus
 there; each `--compare LABEL=DIR` adds the same regressor fitted on another folder of detections
 (e.g. an untrained detector's).
 
+The forward regressor of the main row (fitted on every training face) can be kept: `--save-regressor FILE.json`
+writes it (weights, K, the five names, the detections' checkpoint SHA-256, crop margin and size), and
+`--attach-to CHECKPOINT` stores it in that checkpoint as its `named_points`, so that detect.py writes the five
+named points too. The checkpoint must be the very file the detections were made with (same SHA-256) and have
+the same K; the file is then replaced atomically (its SHA-256 changes).
+
 Deliberate differences from the reference, each behind a named switch: the few-shot draws use exactly
 N images over --repeats seeded draws (`--reference-fewshot`: one draw of N + 1), and the backward error
 divides by K instead of a hard-coded 10 (`--reference-backward`).
@@ -32,10 +38,12 @@ from pathlib import Path
 
 from utils.dataset_registry import BENCHMARKS
 from utils.errors import UserError
-from utils.evaluation.detections import check_pair, dir_inputs, load_comparisons, load_detections
+from utils.checkpoint import file_sha256
+from utils.evaluation.detections import Detections, check_pair, dir_inputs, load_comparisons, load_detections
 from utils.evaluation.protocol import EvalConfig, check_sizes, evaluate
+from utils.evaluation.regressor_file import attach_regressor, check_attachable, regressor_record, save_regressor
 from utils.evaluation.report import write_outputs
-from utils.files import check_writable_folder
+from utils.files import check_writable_folder, os_reason
 from utils.metrics import SOLVERS, collapse_warning
 DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
 
@@ -103,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="which paper column to print beside ours (default auto: follows the dataset, none for mtfl)",
     )
     p.add_argument("--label", help="name of our row (default: checkpoint and K from the files)")
+    p.add_argument("--save-regressor", type=Path, metavar="FILE.json",
+                   help="also write the forward regressor of the main row (fitted on all training faces, whatever "
+                   "--mode) as JSON: weights, K, the five names, the detections' checkpoint sha256, tight, image_size")
+    p.add_argument("--attach-to", type=Path, metavar="CHECKPOINT",
+                   help="also store that regressor in CHECKPOINT as its named_points (fitted_on '<split> landmark-"
+                   "driven crops'), replacing the file atomically; refused unless CHECKPOINT is the file the "
+                   "detections were made with (same sha256) and has their K. detect.py then writes the named points")
     p.add_argument(
         "--compare", action="append", default=[], metavar="LABEL=DIR",
         help="add a row LABEL to the main table: the same regressor fitted on DIR/<dataset>-train.npz and "
@@ -197,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         elif cfg.fewshot:
             cfg = dataclasses.replace(cfg, sizes=tuple(s for s in cfg.sizes if s == "all" or s <= train.n))
         comparisons = load_comparisons(cfg.compare, dataset, test)
+        check_regressor_outputs(args, train)
         start = time.perf_counter()
         report, fits = evaluate(train, test, dataset, cfg, comparisons)
         markdown = write_outputs(report, fits, test, cfg.out_dir)
+        kept = keep_regressor(args, train, cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -207,7 +224,37 @@ def main(argv: list[str] | None = None) -> int:
     if warning := collapse_warning(report["collapse"]):
         print(f"warning: {cfg.test_path}: {warning}", file=sys.stderr)
     print(f"wrote {cfg.out_dir}/results.md, .json, .csv and figures in {time.perf_counter() - start:.1f} s")
+    for line in kept:
+        print(line)
     return 0
+
+
+def check_regressor_outputs(args: argparse.Namespace, train: Detections) -> None:
+    """Before the work: --save-regressor's folder takes files, --attach-to is the detections' checkpoint."""
+    if args.save_regressor is not None:
+        check_writable_folder(args.save_regressor.parent, "the regressor (--save-regressor)")
+    if args.attach_to is not None:
+        check_attachable(args.attach_to, train)
+
+
+def keep_regressor(args: argparse.Namespace, train: Detections, cfg: EvalConfig) -> list[str]:
+    """Write and attach the forward regressor as asked; returns the lines to print."""
+    if args.save_regressor is None and args.attach_to is None:
+        return []
+    record = regressor_record(train, cfg.reg, cfg.bias, cfg.solver)
+    lines = []
+    try:
+        if args.save_regressor is not None:
+            save_regressor(args.save_regressor, record)
+            lines.append(f"wrote the forward regressor (K={record['k']}, {record['images']} faces) to "
+                         f"{args.save_regressor}")
+        if args.attach_to is not None:
+            attach_regressor(args.attach_to, record)
+            lines.append(f"attached it to {args.attach_to} as named_points (the file changed: sha256:"
+                         f"{file_sha256(args.attach_to)[:12]})")
+    except OSError as exc:
+        raise UserError(f"{exc.filename}: cannot write ({os_reason(exc)}); the report is written") from None
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,16 +12,31 @@ centre is the box centre shifted by a fraction of the box size, and its sides ar
 sides. `fit_box_to_crop` learns it from faces whose both boxes are known (MTFL training photos);
 checkpoints that ship with a model carry it.
 
+Photos of any size (`read_photo`): a large JPEG is decoded reduced by 2, 4 or 8 (libjpeg scales while it
+decodes, far cheaper than decoding every pixel) so that its longer side stays at least `REDUCED_MIN_SIDE`;
+the `Photo` keeps the stored size and the scale, and every box and point outside it is in the stored
+image's pixels. The per-face pipeline that detect.py and export_model.py share: a face box -> its
+training crop (`FaceCropping`: the `BoxToCrop` map and the typical crop side of a checkpoint) -> the
+detector input and the region it shows (`face_input`), whose points map back with
+`datasets.transforms.crop_to_image_xy`.
+
 Boxes are (x0, y0, x1, y1) in integer pixels, x1 and y1 exclusive, as in datasets/transforms.py.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from datasets.records import JPEG_START_OF_IMAGE, image_size_wh, jpeg_is_complete, read_image_rgb
 from datasets.transforms import clamp_box, crop_resize
 from utils.errors import UserError
 
@@ -31,6 +46,8 @@ DETECT_MAX_SIDE = 640  # faces are searched on a copy whose longer side is at mo
 MIN_FACE_FRACTION = 0.08  # the smallest face searched for, as a fraction of the copy's shorter side
 SCALE_STEP = 1.1  # cascade scale factor between search sizes
 MIN_NEIGHBORS = 3  # detections a face needs around it (higher: fewer false faces, more missed ones)
+REDUCED_MIN_SIDE = 1000  # photos are decoded reduced by the largest of 2, 4, 8 that keeps the longer side >= this
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def load_face_cascade() -> cv2.CascadeClassifier:
@@ -120,3 +137,204 @@ def face_crop(image_rgb: np.ndarray, crop_box: Box, size: int, work_side: int = 
     region = cv2.resize(image_rgb[y0:y1, x0:x1], (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))),
                         interpolation=cv2.INTER_AREA)
     return crop_resize(region, (0, 0, region.shape[1], region.shape[0]), size)
+
+
+def crop_for_model(image_rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """Cut `box` out of an (H, W, 3) image and resize it to (size, size, 3), aspect not kept: the detector
+    input of a region given without a face-crop map (detect.py's centre, full and box crops).
+
+    Area averaging when the box shrinks (no aliasing on large photos), bilinear when it grows; both align
+    pixel centres, so `datasets.transforms.crop_to_image_xy` inverts the geometry exactly.
+    """
+    x0, y0, x1, y1 = box
+    shrinks = x1 - x0 > size or y1 - y0 > size
+    return cv2.resize(image_rgb[y0:y1, x0:x1], (size, size),
+                      interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR)
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos of any size
+# ---------------------------------------------------------------------------------------------
+
+
+def reduction_factor(size_wh: tuple[int, int]) -> int:
+    """1, 2, 4 or 8: the largest that keeps the longer side at least `REDUCED_MIN_SIDE` (1 below 2,000 px).
+
+    Examples: 400 -> 1, 1999 -> 1, 2000 -> 2, 4400 -> 4 (1,100 px), 16000 -> 8 (2,000 px).
+    """
+    longer = max(size_wh)
+    return max(f for f in (1, 2, 4, 8) if f == 1 or longer / f >= REDUCED_MIN_SIDE)
+
+
+@dataclass(frozen=True, eq=False)
+class Photo:
+    """A photo's pixels, maybe a reduced decode, and the size of the stored image.
+
+    pixels: (h, w, 3) uint8 RGB. size_wh: the stored image's (width, height). scale_xy: stored pixels per
+    pixel of `pixels` ((1, 1) when not reduced). Pixel j of `pixels` covers stored pixels [j * s, (j + 1) * s)
+    (box edges scale by s), so with the pixel-centre convention x_stored = (x + 0.5) * s - 0.5.
+    """
+
+    pixels: np.ndarray
+    size_wh: tuple[int, int]
+    scale_xy: tuple[float, float] = (1.0, 1.0)
+
+    @classmethod
+    def of(cls, image_rgb: np.ndarray) -> "Photo":
+        """An image in memory at its own size."""
+        return cls(image_rgb, (image_rgb.shape[1], image_rgb.shape[0]))
+
+    @property
+    def reduced(self) -> bool:
+        return self.scale_xy != (1.0, 1.0)
+
+    def to_pixels_xy(self, points_xy: np.ndarray) -> np.ndarray:
+        """Stored-image pixels -> pixels of `pixels`, any shape (..., 2), float64."""
+        return (np.asarray(points_xy, dtype=np.float64) + 0.5) / np.asarray(self.scale_xy) - 0.5
+
+    def pixel_box(self, box: Box) -> Box:
+        """A box of stored pixels -> the nearest box of `pixels` (edges divided by the scale, rounded), clamped."""
+        sx, sy = self.scale_xy
+        x0, y0, x1, y1 = box
+        height, width = self.pixels.shape[:2]
+        return clamp_box((round(x0 / sx), round(y0 / sy), round(x1 / sx), round(y1 / sy)), (width, height))
+
+    def pixel_edges(self, box: Box) -> tuple[float, float, float, float]:
+        """A box of stored pixels -> its edges in pixels of `pixels` (divided by the scale, not rounded)."""
+        sx, sy = self.scale_xy
+        return box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
+
+    def stored_box(self, box: Box) -> tuple[float, float, float, float]:
+        """A box of `pixels` -> the region it shows in stored pixels (edges times the scale; fractional when the
+        scale is not a whole number)."""
+        sx, sy = self.scale_xy
+        return box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
+
+
+def read_photo(path: Path) -> Photo:
+    """Decode a photo (EXIF orientation ignored, as `datasets.records.read_image_rgb`), reduced when large.
+
+    The size comes from the header (Pillow). A JPEG whose longer side is 2,000 px or more is decoded by
+    libjpeg at 1/2, 1/4 or 1/8 (`reduction_factor`), which gives ceil(W / f) x ceil(H / f) pixels, each
+    covering f x f stored pixels exactly; other formats are decoded whole and shrunk with area averaging
+    (scale W / w). Errors are `read_image_rgb`'s one-line UserErrors (empty, truncated, not an image).
+    """
+    size = image_size_wh(path)  # no warnings.catch_warnings here: it is not thread-safe (quiet_header_reads)
+    factor = reduction_factor(size) if size else 1
+    if factor > 1:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b""  # read_image_rgb below names the problem
+        if data.startswith(JPEG_START_OF_IMAGE) and jpeg_is_complete(data):
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+            if image is not None and image.shape[:2] == (math.ceil(size[1] / factor), math.ceil(size[0] / factor)):
+                return Photo(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size, (float(factor), float(factor)))
+    image = read_image_rgb(path)
+    height, width = image.shape[:2]
+    factor = reduction_factor((width, height))
+    if factor == 1:
+        return Photo(image, (width, height))
+    small = cv2.resize(image, (round(width / factor), round(height / factor)), interpolation=cv2.INTER_AREA)
+    return Photo(small, (width, height), (width / small.shape[1], height / small.shape[0]))
+
+
+def quiet_header_reads() -> None:
+    """Silence, for this process, Pillow's warning about very large images, whose header `read_photo` reads (it
+    decodes them with OpenCV): call it before worker threads start, since `warnings.catch_warnings` around each
+    read would race between threads and could leave the filters of another thread in place."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+_THREAD_STATE = threading.local()
+
+
+def thread_cascade() -> cv2.CascadeClassifier:
+    """`load_face_cascade()` once per thread (a classifier is not shared between threads)."""
+    if getattr(_THREAD_STATE, "cascade", None) is None:
+        _THREAD_STATE.cascade = load_face_cascade()
+    return _THREAD_STATE.cascade
+
+
+def photo_faces(photo: Photo, cascade: cv2.CascadeClassifier) -> list[Box]:
+    """`find_faces` on a photo's pixels, the boxes in stored pixels (edges scaled, rounded), largest first."""
+    sx, sy = photo.scale_xy
+    width, height = photo.size_wh
+    return [clamp_box((round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)), (width, height))
+            for x0, y0, x1, y1 in find_faces(photo.pixels, cascade)]
+
+
+def face_holding(boxes: list[Box], point_xy: np.ndarray) -> int | None:
+    """The index of the first (largest, as `find_faces` orders them) box that holds the point (x0 <= x <= x1,
+    y0 <= y <= y1), or None: how export_model.py and bench/detect.py pick the annotated face of a photo."""
+    x, y = (float(v) for v in np.asarray(point_xy).reshape(2))
+    return next((i for i, (x0, y0, x1, y1) in enumerate(boxes) if x0 <= x <= x1 and y0 <= y <= y1), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-face pipeline: face box -> training crop -> detector input
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceCropping:
+    """How a checkpoint turns a face box into its detector input: the `BoxToCrop` map to the training crop,
+    and `work_side`, the median side in pixels of the training crops (`face_crop`)."""
+
+    box_to_crop: BoxToCrop
+    work_side: int
+
+    def to_dict(self) -> dict:
+        return {"box_to_crop": self.box_to_crop.to_dict(), "work_side": self.work_side}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> "FaceCropping":
+        """The cropping of a checkpoint's `face_crop` entry; a one-line UserError naming `where` if malformed."""
+        try:
+            values = {key: float(data["box_to_crop"][key]) for key in ("shift_x", "shift_y", "width_scale",
+                                                                       "height_scale")}
+            work_side = int(data["work_side"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}: its face_crop entry is not a face-crop map ({type(exc).__name__}: {exc}); "
+                            "expected box_to_crop {shift_x, shift_y, width_scale, height_scale} and work_side, as "
+                            "export_model.py writes") from None
+        if not all(map(math.isfinite, values.values())) or min(values["width_scale"], values["height_scale"]) <= 0 \
+                or work_side < 0:
+            raise UserError(f"{where}: face_crop {values}, work_side {work_side}: expected finite shifts, positive "
+                            "scales and work_side >= 0")
+        return cls(BoxToCrop(**values), work_side)
+
+
+class FaceInput(NamedTuple):
+    """One face of a photo, ready for the detector.
+
+    face_box: the face box found or given, in stored pixels (for a centre or full crop: the region itself).
+    seen_box: the region the crop shows, in stored pixels (edges; fractional for a reduced decode whose scale
+        is not whole): points of the crop map back with `crop_to_image_xy(points, seen_box, crop side)`.
+    crop: (size, size, 3) uint8 RGB, the detector input.
+    """
+
+    face_box: Box
+    seen_box: tuple[float, float, float, float]
+    crop: np.ndarray
+
+
+def face_input(photo: Photo, face_box: Box, size: int, cropping: FaceCropping | None = None) -> FaceInput:
+    """The detector input of one face box (stored pixels) of a photo.
+
+    With `cropping` (a checkpoint's face-crop map): the box's training crop (`BoxToCrop.crop_box`, clamped to
+    the photo) made by `face_crop` with the checkpoint's work side. Without: the box itself is the crop
+    (`crop_for_model`). On a reduced photo the region is cut from the reduced pixels (`Photo.pixel_box`).
+    """
+    region = cropping.box_to_crop.crop_box(face_box, photo.size_wh) if cropping else face_box
+    box = photo.pixel_box(region)
+    crop = (face_crop(photo.pixels, box, size, cropping.work_side) if cropping
+            else crop_for_model(photo.pixels, box, size))
+    return FaceInput(tuple(int(v) for v in face_box), photo.stored_box(box), crop)
+
+
+def photo_face_inputs(photo: Photo, size: int, cropping: FaceCropping,
+                      cascade: cv2.CascadeClassifier | None = None) -> list[FaceInput]:
+    """Every face the cascade finds in a photo (largest first), each through `face_input` with `cropping`:
+    what detect.py's default crop does, and what export_model.py fits its regressor and expected numbers on."""
+    return [face_input(photo, box, size, cropping) for box in photo_faces(photo, cascade or thread_cascade())]

@@ -148,6 +148,19 @@ def points_to_crop(points_xy: np.ndarray, box: tuple[int, int, int, int], size: 
     return ((points_xy - origin + 0.5) * scale - 0.5).astype(np.float32)
 
 
+def crop_to_image_xy(points_xy: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Pixels of the (size, size) crop of `box` -> pixels of the image: the exact inverse of `points_to_crop`.
+
+    x = x0 + (x' + 0.5) * w / size - 0.5 with w = x1 - x0, and the same for y with y0 and h = y1 - y0. The box
+    edges may be fractional (a box of a reduced decode, scaled back to the stored image's pixels).
+    Example: box (50, 0, 150, 100), size 64: the crop centre (31.5, 31.5) -> (99.5, 49.5), the box centre;
+    the top-left crop pixel (0, 0) -> (50.28125, 0.28125). Any shape (..., 2) -> the same shape, float64.
+    """
+    x0, y0, x1, y1 = box
+    scale = np.array([(x1 - x0) / size, (y1 - y0) / size], dtype=np.float64)  # (2,) image pixels per crop pixel
+    return np.array([x0, y0], dtype=np.float64) + (np.asarray(points_xy, dtype=np.float64) + 0.5) * scale - 0.5
+
+
 def hflip_image(image: np.ndarray) -> np.ndarray:
     """Mirror an (H, W, C) image left-right."""
     return np.ascontiguousarray(image[:, ::-1])

@@ -12,15 +12,27 @@ import numpy as np
 import pytest
 import torch
 
+import datasets.faces
 import detect
 import train
 from conftest import tiny_train_overrides
-from datasets.transforms import points_to_crop
-from detect import crop_box, crop_for_model, crop_to_image_xy, main, output_stems
+from datasets.faces import BoxToCrop, crop_for_model, face_crop
+from datasets.synthetic import render_face
+from datasets.transforms import crop_to_image_xy, points_to_crop
+from detect import crop_box, main, output_stems
+from model import load_model
+from utils.extraction import detect_crops
+from utils.landmarks import LANDMARK_NAMES
+from utils.metrics import RidgeModel
 
 REPO = Path(__file__).resolve().parents[1]
 PAD_LEFT, PAD_TOP = 30, 20  # where the padded copy of a face puts its top-left pixel
 K = 10  # configs/synthetic.yaml
+HEADER = "image,face,x0,y0,x1,y1,landmark,x,y"
+# The face-crop map and named points written into `face_checkpoint`, known by hand.
+MAP = BoxToCrop(shift_x=0.0, shift_y=0.1, width_scale=1.2, height_scale=1.2)
+WORK_SIDE = 60
+NAMED_128 = np.array([[31.5, 47.5], [95.5, 47.5], [63.5, 79.5], [39.5, 103.5], [87.5, 103.5]])  # 128-px crop
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +45,20 @@ def checkpoint(synthetic_root, tmp_path_factory) -> Path:
     assert train.main(argv) == 0
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return run_dir / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def face_checkpoint(checkpoint, tmp_path_factory) -> Path:
+    """The tiny model with a known face-crop map (MAP, WORK_SIDE) and a named-point regressor that ignores the
+    detections (zero weights): its named points are NAMED_128 in every crop, so they are known by hand."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt["face_crop"] = {"box_to_crop": MAP.to_dict(), "work_side": WORK_SIDE, "cascade": "x", "fitted_on": "by hand"}
+    regressor = RidgeModel(np.zeros((10, 2 * K)), np.zeros(2 * K), (NAMED_128 / 128 - 0.5).reshape(10))
+    ckpt["named_points"] = {"regressor": regressor.to_dict(), "names": list(LANDMARK_NAMES), "reg": 0.0,
+                            "fitted_on": "by hand"}
+    path = tmp_path_factory.mktemp("face_ckpt") / "faces.pt"
+    torch.save(ckpt, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +76,42 @@ def images(synthetic_root, tmp_path_factory) -> Path:
     return folder
 
 
+def synthetic_face_bgr(index: int) -> np.ndarray:
+    """A synthetic face the cascade finds (seeds [0, 1], [0, 3] and [0, 6] are found), BGR."""
+    return render_face(np.random.default_rng([0, index]))[0]
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def points_of(rows: list[dict], image: str) -> np.ndarray:
-    """(K, 2) points of one image from landmarks.csv rows, in landmark order."""
-    mine = [r for r in rows if r["image"] == image]
+def points_of(rows: list[dict], image: str, face: int = 0) -> np.ndarray:
+    """(K, 2) detected points of one face from landmarks.csv rows, in landmark order."""
+    mine = [r for r in rows if r["image"] == image and r["face"] == str(face) and r["landmark"].isdigit()]
     assert [int(r["landmark"]) for r in mine] == list(range(len(mine)))
     return np.array([[float(r["x"]), float(r["y"])] for r in mine])
+
+
+def named_of(rows: list[dict], image: str, face: int = 0) -> np.ndarray:
+    """(5, 2) named points of one face, in LANDMARK_NAMES order."""
+    mine = {r["landmark"]: (float(r["x"]), float(r["y"])) for r in rows if r["image"] == image
+            and r["face"] == str(face) and not r["landmark"].isdigit()}
+    assert list(mine) == list(LANDMARK_NAMES)
+    return np.array([mine[name] for name in LANDMARK_NAMES])
+
+
+def box_of(rows: list[dict], image: str, face: int = 0) -> tuple[int, ...]:
+    (box,) = {tuple(int(r[c]) for c in ("x0", "y0", "x1", "y1")) for r in rows if r["image"] == image
+              and r["face"] == str(face)}
+    return box
+
+
+def one_line_error(rc: int, capsys) -> str:
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
 
 
 # --- geometry ----------------------------------------------------------------------------------
@@ -107,7 +159,7 @@ def test_output_stems_are_distinct():
     assert output_stems(paths) == ["a__1.jpg", "b__1.jpg", "2", "b__x.png", "b__x.jpg"]
 
 
-# --- end to end --------------------------------------------------------------------------------
+# --- end to end: crops given by mode -------------------------------------------------------------
 
 
 def test_full_crop_writes_k_rows_per_image_and_original_size_pictures(checkpoint, images, tmp_path, capsys):
@@ -115,12 +167,14 @@ def test_full_crop_writes_k_rows_per_image_and_original_size_pictures(checkpoint
     assert main(["--checkpoint", str(checkpoint), str(images), "--crop", "full", "--out", str(out),
                  "--batch-size", "3", "--quiet"]) == 0
     assert "wrote" in capsys.readouterr().out
+    assert (out / "landmarks.csv").read_text().splitlines()[0] == HEADER
     rows = read_csv(out / "landmarks.csv")
-    assert list(rows[0]) == ["image", "landmark", "x", "y"]
     names = ["000001.jpg", "000002.jpg", "sub/000003.jpg", "wide.png"]  # sorted, recursive
     assert [r["image"] for r in rows[::K]] == [str(images / n) for n in names] and len(rows) == K * len(names)
+    assert {r["landmark"] for r in rows} == {str(k) for k in range(K)}  # no named points without a regressor
     for name, stem in zip(names, ["000001", "000002", "000003", "wide"]):
         h, w = cv2.imread(str(images / name)).shape[:2]
+        assert box_of(rows, str(images / name)) == (0, 0, w, h)  # the region the detector saw
         points = points_of(rows, str(images / name))  # (K, 2)
         assert np.isfinite(points).all()
         assert (points >= -0.5).all() and (points[:, 0] <= w - 0.5).all() and (points[:, 1] <= h - 0.5).all()
@@ -135,8 +189,155 @@ def test_a_box_around_a_padded_face_gives_the_same_points_shifted(checkpoint, im
     assert main(["--checkpoint", str(checkpoint), str(images / "wide.png"), "--box", box,
                  "--out", str(tmp_path / "box"), "--quiet"]) == 0
     face = points_of(read_csv(tmp_path / "full" / "landmarks.csv"), str(images / "000001.jpg"))
-    padded = points_of(read_csv(tmp_path / "box" / "landmarks.csv"), str(images / "wide.png"))
-    np.testing.assert_allclose(padded, face + [PAD_LEFT, PAD_TOP], atol=2e-3)  # CSV keeps 3 decimals
+    rows = read_csv(tmp_path / "box" / "landmarks.csv")
+    assert box_of(rows, str(images / "wide.png")) == (PAD_LEFT, PAD_TOP, PAD_LEFT + 178, PAD_TOP + 218)
+    np.testing.assert_allclose(points_of(rows, str(images / "wide.png")), face + [PAD_LEFT, PAD_TOP], atol=2e-3)
+
+
+# --- end to end: face boxes through the face-crop map -------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["--boxes", "--box"])
+def test_a_given_face_box_goes_through_the_map_and_maps_back_exactly(face_checkpoint, images, tmp_path, how):
+    """Face box (40, 60, 140, 160) of a 178 x 218 image; MAP: centre (89.5, 109.5) + (0, 0.1 * 100) = (89.5, 119.5),
+    sides 1.2 * 100 = 120: crop box (89.5 - 59.5, 119.5 - 59.5, +120, +120) = (30, 60, 150, 180)."""
+    image = images / "000001.jpg"
+    if how == "--boxes":
+        (tmp_path / "faces.csv").write_text("image,x0,y0,x1,y1\n000001.jpg,40,60,140,160\n")
+        (tmp_path / "000001.jpg").write_bytes(image.read_bytes())  # named relative to the CSV's folder
+        image = tmp_path / "000001.jpg"
+        options = ["--boxes", str(tmp_path / "faces.csv")]
+    else:
+        options = ["--box", "40,60,140,160"]
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(face_checkpoint), str(image), *options, "--out", str(out), "--quiet"]) == 0
+    rows = read_csv(out / "landmarks.csv")
+    assert box_of(rows, str(image)) == (40, 60, 140, 160)  # the face box as given
+    crop = (30, 60, 150, 180)
+    assert MAP.crop_box((40, 60, 140, 160), (178, 218)) == crop
+    # named points: x = 30 + (x' + 0.5) * 120 / 128 - 0.5, y = 60 + (y' + 0.5) * 120 / 128 - 0.5
+    by_hand = np.array([[59.5, 104.5], [119.5, 104.5], [89.5, 134.5], [67.0, 157.0], [112.0, 157.0]])
+    np.testing.assert_allclose(named_of(rows, str(image)), by_hand, rtol=0, atol=5e-4)  # the CSV's 3 decimals
+    # raw points: the detector on face_crop of the crop box, mapped back with x = 30 + (x' + 0.5) * 120 / 32 - 0.5
+    model, _, _ = load_model(face_checkpoint)
+    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    crop_points = detect_crops(model, [face_crop(rgb, crop, 32, WORK_SIDE)])[0]  # (K, 2) crop pixels
+    np.testing.assert_allclose(points_of(rows, str(image)), [30, 60] + (crop_points + 0.5) * 120 / 32 - 0.5,
+                               rtol=0, atol=1e-3)
+
+
+def test_a_face_free_image_gives_no_rows_and_a_note(face_checkpoint, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((300, 400, 3), 127, np.uint8))
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(face_checkpoint), str(tmp_path / "wall.png"), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert (out / "landmarks.csv").read_text() == HEADER + "\n"
+    assert captured.err == f"note: {tmp_path / 'wall.png'}: no face found; no rows for it\n"
+    assert "0 faces in 1 image" in captured.out and (out / "wall_landmarks.png").is_file()
+
+
+def test_several_faces_each_get_rows_the_largest_first(face_checkpoint, tmp_path):
+    left, right = synthetic_face_bgr(1), synthetic_face_bgr(3)
+    small = cv2.resize(right, (right.shape[1] * 3 // 4, right.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA)
+    canvas = np.full((left.shape[0], left.shape[1] + small.shape[1], 3), 90, np.uint8)
+    canvas[:, :left.shape[1]] = left
+    canvas[:small.shape[0], left.shape[1]:] = small
+    cv2.imwrite(str(tmp_path / "two.png"), canvas)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(face_checkpoint), str(tmp_path / "two.png"), "--out", str(out), "--quiet"]) == 0
+    rows = read_csv(out / "landmarks.csv")
+    image = str(tmp_path / "two.png")
+    assert len(rows) == 2 * (K + 5) and [r["face"] for r in rows] == ["0"] * (K + 5) + ["1"] * (K + 5)
+    big, little = box_of(rows, image, 0), box_of(rows, image, 1)
+    assert big[2] <= left.shape[1] < little[0] and big[2] - big[0] > little[2] - little[0]
+    for face, box in ((0, big), (1, little)):  # the named points lie in their own face's crop
+        crop = MAP.crop_box(box, (canvas.shape[1], canvas.shape[0]))
+        np.testing.assert_allclose(named_of(rows, image, face), crop_to_image_xy(NAMED_128, crop, 128), atol=5e-4)
+
+
+def test_a_boxes_file_gives_several_faces_of_one_image_largest_first(checkpoint, images, tmp_path):
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(f"image,x0,y0,x1,y1\n{images / '000002.jpg'},10,10,60,60\n"
+                     f"{images / '000002.jpg'},20,30,120,130\n{images / 'wide.png'},0,0,100,100\n")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(checkpoint), str(images / "000002.jpg"), str(images / "000001.jpg"),
+                 str(images / "wide.png"), "--boxes", str(boxes), "--out", str(out), "--quiet"]) == 0
+    rows = read_csv(out / "landmarks.csv")
+    assert box_of(rows, str(images / "000002.jpg"), 0) == (20, 30, 120, 130)  # the larger box is face 0
+    assert box_of(rows, str(images / "000002.jpg"), 1) == (10, 10, 60, 60)
+    assert not [r for r in rows if r["image"] == str(images / "000001.jpg")]  # no box given: no rows
+    assert len(rows) == 3 * K
+
+
+def test_a_rerun_never_replaces_an_earlier_output_folder(checkpoint, images, tmp_path, capsys):
+    out = tmp_path / "detect"
+    argv = ["--checkpoint", str(checkpoint), str(images / "000001.jpg"), "--crop", "full", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = (out / "landmarks.csv").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0 and main(argv) == 0
+    assert f"{out} holds an earlier run's files: writing to {tmp_path / 'detect-3'}" in capsys.readouterr().out
+    assert (out / "landmarks.csv").read_text() == first
+    assert (tmp_path / "detect-2" / "landmarks.csv").read_text() == first
+    (tmp_path / "empty").mkdir()
+    assert main(argv[:-3] + ["--out", str(tmp_path / "empty"), "--quiet"]) == 0  # an empty folder is used
+    assert (tmp_path / "empty" / "landmarks.csv").is_file()
+
+
+def test_a_big_photo_is_decoded_reduced_and_reported_in_original_pixels(face_checkpoint, tmp_path, monkeypatch):
+    """A 2136 x 2616 JPEG (a synthetic face scaled 12 times) is decoded at 1/2; the same run with reduced decoding
+    off gives the same numbers within: the named points, which only depend on the crop box (NAMED_128 in every
+    crop), 1 px, the most a crop edge moves when it is rounded to the reduced pixels (half of a 2-px pixel); the
+    detected points a tenth of a pixel of the 32-px detector input (5 px here; 1 px measured): both paths shrink
+    the crop to the same work side, through different filters (libjpeg's scaled IDCT, then area averaging), so
+    the inputs differ by a few grey levels. Reporting reduced pixels would be off by about 1,000 px."""
+    big = cv2.resize(synthetic_face_bgr(1), None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "big.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert datasets.faces.reduction_factor((big.shape[1], big.shape[0])) == 2
+    argv = ["--checkpoint", str(face_checkpoint), str(tmp_path / "big.jpg"), "--box", "361,769,1727,2135", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "reduced")]) == 0
+    monkeypatch.setattr(datasets.faces, "REDUCED_MIN_SIDE", 10**9)  # every photo decoded whole
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    reduced, whole = read_csv(tmp_path / "reduced" / "landmarks.csv"), read_csv(tmp_path / "whole" / "landmarks.csv")
+    image = str(tmp_path / "big.jpg")
+    assert box_of(reduced, image) == box_of(whole, image) == (361, 769, 1727, 2135)
+    crop = MAP.crop_box((361, 769, 1727, 2135), (big.shape[1], big.shape[0]))
+    np.testing.assert_allclose(named_of(whole, image), crop_to_image_xy(NAMED_128, crop, 128), atol=5e-4)
+    np.testing.assert_allclose(named_of(reduced, image), named_of(whole, image), rtol=0, atol=1.0)
+    np.testing.assert_allclose(points_of(reduced, image), points_of(whole, image), rtol=0,
+                               atol=0.1 * (crop[2] - crop[0]) / 32)
+    picture = cv2.imread(str(tmp_path / "reduced" / "big_landmarks.png"))
+    assert picture.shape == (1308, 1068, 3)  # drawn at the reduced size; the CSV is in the original's pixels
+
+
+def test_faces_are_found_in_a_big_photo_and_boxed_in_its_pixels(face_checkpoint, tmp_path):
+    face = synthetic_face_bgr(1)
+    cv2.imwrite(str(tmp_path / "small.png"), face)
+    cv2.imwrite(str(tmp_path / "big.jpg"), cv2.resize(face, None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC))
+    assert main(["--checkpoint", str(face_checkpoint), str(tmp_path / "small.png"), str(tmp_path / "big.jpg"),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_csv(tmp_path / "out" / "landmarks.csv")
+    small_box = np.array(box_of(rows, str(tmp_path / "small.png")), dtype=float)
+    big_box = np.array(box_of(rows, str(tmp_path / "big.jpg"))) / 12  # the same face, in the big photo's pixels:
+    np.testing.assert_allclose(big_box[:2] + big_box[2:], small_box[:2] + small_box[2:], atol=2 * 8)  # centres
+    assert 1 / 1.25 < (big_box[2] - big_box[0]) / (small_box[2] - small_box[0]) < 1.25  # sides: a scale step or two
+
+
+def test_faces_mode_needs_a_face_crop_map(checkpoint, images, tmp_path, capsys):
+    rc = main(["--checkpoint", str(checkpoint), str(images / "000001.jpg"), "--crop", "faces", "--out",
+               str(tmp_path / "out"), "--quiet"])
+    assert "no face-crop map" in one_line_error(rc, capsys)
+
+
+def test_without_a_checkpoint_the_shipped_model_is_used_or_named_missing(monkeypatch, face_checkpoint, images,
+                                                                        tmp_path, capsys):
+    monkeypatch.setattr(detect, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "mtfl_k10.pt")
+    rc = main([str(images / "000001.jpg"), "--out", str(tmp_path / "out")])
+    err = one_line_error(rc, capsys)
+    assert "mtfl_k10.pt: the shipped model is not in this copy" in err and "scripts/ship_model.sh" in err
+    monkeypatch.setattr(detect, "DEFAULT_CHECKPOINT", face_checkpoint)
+    assert main([str(images / "000001.jpg"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "crop faces found" in capsys.readouterr().out  # the shipped model's default: faces
 
 
 # --- user errors -------------------------------------------------------------------------------
@@ -154,7 +355,9 @@ def test_a_box_around_a_padded_face_gives_the_same_points_shifted(checkpoint, im
         ("box_outside", r"000001\.jpg: --box 0,0,300,100 reaches outside the 178x218 image"),
         ("box_without_box", r"--crop box needs --box x0,y0,x1,y1"),
         ("box_with_full", r"--box is only used with --crop box, not --crop full"),
+        ("box_and_boxes", r"give --box \(one box for every image\) or --boxes FILE\.csv"),
         ("batch_size", r"--batch-size 0: expected >= 1"),
+        ("workers", r"--workers -1: expected >= 0"),
     ],
 )
 def test_bad_inputs_give_one_line_and_exit_code_2(checkpoint, images, tmp_path, capsys, case, message):
@@ -165,17 +368,48 @@ def test_bad_inputs_give_one_line_and_exit_code_2(checkpoint, images, tmp_path, 
     options = {"no_checkpoint": ["--checkpoint", str(tmp_path / "nowhere.pt")],
                "box_syntax": ["--box", "10,10,50"], "box_order": ["--box", "50,10,40,60"],
                "box_outside": ["--box", "0,0,300,100"], "box_without_box": ["--crop", "box"],
-               "box_with_full": ["--crop", "full", "--box", "0,0,10,10"], "batch_size": ["--batch-size", "0"]}
+               "box_with_full": ["--crop", "full", "--box", "0,0,10,10"], "batch_size": ["--batch-size", "0"],
+               "box_and_boxes": ["--box", "0,0,10,10", "--boxes", "x.csv"], "workers": ["--workers", "-1"]}
     argv = ["--checkpoint", str(checkpoint), *options.get(case, []), *map(str, inputs),
             "--out", str(tmp_path / "out"), "--quiet"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    err = one_line_error(main(argv), capsys)
     assert re.search(message, err), err
 
 
-def test_help_explains_the_crop_modes(capsys):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", r"boxes\.csv:1: header \(empty file\); expected image,x0,y0,x1,y1"),
+        ("file,x0,y0,x1,y1\n", r"boxes\.csv:1: header file,x0,y0,x1,y1; expected image,x0,y0,x1,y1"),
+        ("image,x0,y0,x1,y1\n", r"boxes\.csv: no face boxes"),
+        ("image,x0,y0,x1,y1\n000001.jpg,1,2,3\n", r"boxes\.csv:2: 4 fields; expected 5"),
+        ("image,x0,y0,x1,y1\n\n000001.jpg,1,a,30,40\n", r"boxes\.csv:3: box '1,a,30,40': expected four integers"),
+        ("image,x0,y0,x1,y1\n000001.jpg,30,2,3,40\n", r"boxes\.csv:2: box '30,2,3,40': expected 0 <= x0 < x1"),
+        ("image,x0,y0,x1,y1\nother.jpg,1,2,30,40\n", r"boxes\.csv:2: other\.jpg is not among the images given"),
+        ("image,x0,y0,x1,y1\n000001.jpg,0,0,179,40\n",
+         r"boxes\.csv:2: box 0,0,179,40 reaches outside the 178x218 image .*000001\.jpg"),
+    ],
+)
+def test_bad_boxes_files_are_one_line_naming_file_and_line(checkpoint, images, tmp_path, capsys, text, message):
+    (tmp_path / "boxes.csv").write_text(text)
+    shutil.copy(images / "000001.jpg", tmp_path)
+    rc = main(["--checkpoint", str(checkpoint), str(tmp_path / "000001.jpg"), "--boxes", str(tmp_path / "boxes.csv"),
+               "--out", str(tmp_path / "out"), "--quiet"])
+    err = one_line_error(rc, capsys)
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_help_explains_the_crop_modes_and_columns(capsys, monkeypatch, face_checkpoint, tmp_path):
+    monkeypatch.setattr(detect, "DEFAULT_CHECKPOINT", face_checkpoint)
     with pytest.raises(SystemExit):
         detect.main(["--help"])
     text = capsys.readouterr().out
-    assert "--crop {centre,full,box}" in text and "x_orig = x0 + (x_crop + 0.5) * w / S - 0.5" in text
+    assert "--crop {faces,centre,full,box}" in text and "x_orig = x0 + (x_crop + 0.5) * w / S - 0.5" in text
+    assert "image, face, x0, y0, x1, y1, landmark, x, y" in text and "--boxes FILE.csv" in text
+    assert "the shipped model sees 32x32 crops with a 20 % margin" in text  # the checkpoint's own (synthetic: 20)
+    assert "70 %" not in text
+    monkeypatch.setattr(detect, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
+    with pytest.raises(SystemExit):
+        detect.main(["--help"])
+    assert "not in this copy of the repository yet" in capsys.readouterr().out

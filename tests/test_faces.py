@@ -7,7 +7,9 @@ import pytest
 import datasets.faces
 from datasets.synthetic import render_face
 from utils.errors import UserError
-from datasets.faces import BoxToCrop, find_faces, fit_box_to_crop, load_face_cascade
+from datasets.faces import (CASCADE_FILE, BoxToCrop, FaceCropping, Photo, crop_for_model, face_crop, face_holding,
+                            face_input, find_faces, fit_box_to_crop, load_face_cascade, photo_faces, read_photo,
+                            reduction_factor)
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,91 @@ def test_an_opencv_without_the_cascade_is_one_line(monkeypatch):
         load_face_cascade()
     message = str(info.value)
     assert "\n" not in message and "no_such_cascade.xml" in message and "opencv-python-headless 4" in message
+
+
+# --- photos of any size ------------------------------------------------------------------------
+
+
+def blob_image(width: int, height: int, centre_xy: tuple[float, float], sigma: float) -> np.ndarray:
+    """(height, width, 3) uint8: a bright Gaussian blob centred at a known (x, y) on black."""
+    along_x = np.exp(-(np.arange(width) - centre_xy[0]) ** 2 / (2 * sigma**2))  # (width,)
+    along_y = np.exp(-(np.arange(height) - centre_xy[1]) ** 2 / (2 * sigma**2))  # (height,)
+    blob = (255 * np.outer(along_y, along_x)).round().astype(np.uint8)  # separable: cheap for big images
+    return np.repeat(blob[..., None], 3, axis=2)
+
+
+def centroid_xy(image: np.ndarray) -> np.ndarray:
+    weights = image[..., 0].astype(np.float64)
+    return np.array([weights.sum(axis=0) @ np.arange(image.shape[1]), weights.sum(axis=1) @ np.arange(image.shape[0])]
+                    ) / weights.sum()
+
+
+def test_reduction_factor_keeps_the_longer_side_at_1000_pixels_or_more():
+    assert [reduction_factor((w, 10)) for w in (400, 1999, 2000, 4400, 7999, 8000, 16000, 40000)] == \
+        [1, 1, 2, 4, 4, 8, 8, 8]
+    assert reduction_factor((300, 4401)) == 4
+
+
+@pytest.mark.parametrize("suffix, size_wh, factor", [(".jpg", (2001, 1003), 2), (".png", (2003, 1001), 2)])
+def test_a_large_photo_is_read_reduced_and_its_pixels_map_to_the_stored_ones(tmp_path, suffix, size_wh, factor):
+    """A JPEG is decoded at 1/f by libjpeg: ceil(W / f) pixels, each covering f stored pixels, so a blob at stored
+    (x, y) is at ((x + 0.5) / f - 0.5, ...); another format is shrunk by area averaging to round(W / f), scale W / w."""
+    width, height = size_wh
+    centre = np.array([1234.3, 765.8])
+    path = tmp_path / f"big{suffix}"
+    cv2.imwrite(str(path), blob_image(width, height, centre, 40.0))
+    photo = read_photo(path)
+    assert photo.size_wh == size_wh and photo.reduced
+    if suffix == ".jpg":
+        assert photo.pixels.shape[:2] == (-(-height // factor), -(-width // factor))  # ceil
+        assert photo.scale_xy == (factor, factor)
+    else:
+        assert photo.pixels.shape[:2] == (round(height / factor), round(width / factor))
+        assert photo.scale_xy == (width / photo.pixels.shape[1], height / photo.pixels.shape[0])
+    np.testing.assert_allclose(photo.to_pixels_xy(centre), centroid_xy(photo.pixels), atol=0.05)
+    box = (101, 203, 1301, 903)  # stored pixels
+    pixel_box = photo.pixel_box(box)
+    assert np.allclose(photo.stored_box(pixel_box), box, atol=max(photo.scale_xy) / 2)
+
+
+def test_a_small_photo_is_read_as_stored(tmp_path):
+    image, _ = synthetic_face_rgb(1)
+    cv2.imwrite(str(tmp_path / "face.png"), image[..., ::-1])
+    photo = read_photo(tmp_path / "face.png")
+    assert not photo.reduced and photo.size_wh == (178, 218) and np.array_equal(photo.pixels, image)
+
+
+def test_faces_of_a_reduced_photo_are_boxed_in_stored_pixels(cascade):
+    image, _ = synthetic_face_rgb(1)
+    (box,) = find_faces(image, cascade)
+    photo = Photo(image, (178 * 4, 218 * 4), (4.0, 4.0))  # as if decoded at 1/4
+    assert photo_faces(photo, cascade) == [tuple(4 * v for v in box)]
+
+
+def test_face_input_with_and_without_a_face_crop_map():
+    image = blob_image(300, 200, (150.0, 100.0), 10.0)
+    photo = Photo.of(image)
+    plain = face_input(photo, (100, 50, 200, 150), 32)
+    assert plain.seen_box == (100, 50, 200, 150) and np.array_equal(plain.crop, crop_for_model(image, (100, 50, 200,
+                                                                                                      150), 32))
+    cropping = FaceCropping(BoxToCrop(0.0, 0.1, 1.2, 1.2), work_side=40)
+    mapped = face_input(photo, (100, 50, 200, 150), 32, cropping)
+    assert mapped.face_box == (100, 50, 200, 150) and mapped.seen_box == (90, 50, 210, 170)  # centre y 99.5 + 10
+    assert np.array_equal(mapped.crop, face_crop(image, (90, 50, 210, 170), 32, 40))
+
+
+def test_face_cropping_reads_back_and_refuses_a_malformed_entry():
+    cropping = FaceCropping(BoxToCrop(0.01, 0.1, 0.9, 1.1), work_side=95)
+    assert FaceCropping.from_dict(cropping.to_dict() | {"cascade": CASCADE_FILE}, "x.pt") == cropping
+    for bad in ({}, {"box_to_crop": {"shift_x": 0}, "work_side": 3},
+                {"box_to_crop": BoxToCrop(0, 0, -1, 1).to_dict(), "work_side": 3}):
+        with pytest.raises(UserError, match=r"^x\.pt: ") as info:
+            FaceCropping.from_dict(bad, "x.pt")
+        assert "\n" not in str(info.value)
+
+
+def test_face_holding_picks_the_largest_box_around_a_point():
+    boxes = [(0, 0, 100, 100), (40, 40, 60, 60), (200, 0, 300, 100)]
+    assert face_holding(boxes, np.array([50.0, 50.0])) == 0
+    assert face_holding(boxes, np.array([250.0, 10.0])) == 2
+    assert face_holding(boxes, np.array([150.0, 50.0])) is None

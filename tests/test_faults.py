@@ -473,7 +473,8 @@ def test_a_full_disk_stops_detect_with_the_rows_written_before(trained_run, synt
     assert_one_line_error(rc, capsys, f"{out / '000003_landmarks.png'}: cannot write (OpenCV could not write the PNG",
                           f"{out / 'landmarks.csv'} keeps the rows of the images done before")
     lines = (out / "landmarks.csv").read_text().splitlines()
-    assert len(lines) == 1 + 2 * 10 and lines[-1].startswith(f"{photos / '000002.jpg'},9,")
+    assert len(lines) == 1 + 2 * 10 and lines[-1].startswith(f"{photos / '000002.jpg'},0,")
+    assert lines[-1].split(",")[6] == "9"  # image,face,x0,y0,x1,y1,landmark,x,y
 
 
 # --- 6. an empty config ------------------------------------------------------------------------------

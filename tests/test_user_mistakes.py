@@ -172,7 +172,7 @@ def test_detect_keeps_the_rows_of_images_done_before_a_bad_one(checkpoint, photo
     rc = detect.main(["--checkpoint", str(checkpoint), str(photos), "--out", str(out), "--batch-size", "1", "--quiet"])
     assert_one_line_error(rc, capsys, "000003.jpg: truncated JPEG")
     lines = (out / "landmarks.csv").read_text().splitlines()
-    assert lines[0] == "image,landmark,x,y" and len(lines) == 1 + 2 * 10
+    assert lines[0] == "image,face,x0,y0,x1,y1,landmark,x,y" and len(lines) == 1 + 2 * 10
     assert {line.split(",")[0] for line in lines[1:]} == {str(photos / "000001.jpg"), str(photos / "000002.jpg")}
 
 
