@@ -120,6 +120,7 @@ def test_aflw_and_mtfl_lists_with_repeated_or_shared_names_are_refused(tmp_path)
             load_records(split, mtfl)
 
 
+@pytest.mark.slow
 def test_training_on_a_list_with_a_repeated_name_stops_before_the_run_folder(celeba, tmp_path, capsys):
     train_list = celeba / "MAFL" / "training.txt"
     train_list.write_text(train_list.read_text() + "\n000007.jpg")  # line 23 repeats line 7

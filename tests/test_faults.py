@@ -234,6 +234,7 @@ def test_resume_refuses_a_data_override_that_changes_what_it_trains_on(run_copy,
     assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before  # config.yaml, log, checkpoints
 
 
+@pytest.mark.slow
 def test_resume_takes_more_workers_and_a_moved_copy_of_its_data_but_not_other_data(run_copy, synthetic_root,
                                                                                      tmp_path, capsys):
     from datasets.synthetic import generate
@@ -395,6 +396,7 @@ def test_every_script_refuses_an_unwritable_output_before_the_work(unwritable, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det", "taken" if file_in_the_way else "read-only"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_training_with_the_resume_command_and_the_checkpoints_intact(synthetic_root, tmp_path,
                                                                                        monkeypatch, capsys):
     real_save, calls = torch.save, []
