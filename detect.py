@@ -11,7 +11,9 @@ Folders are searched recursively for .jpg/.jpeg/.png/.bmp, in sorted order.
 What the detector sees (--crop; it works best on a face framed as in training):
 - `faces` (the default with a checkpoint that carries a face-crop map, as the shipped one does): faces
   are found with OpenCV's Haar cascade; each face box goes through the checkpoint's map from a face box
-  to its training crop (learnt by export_model.py), so the face fills the crop as in training.
+  to its training crop (learnt by export_model.py), so the face fills the crop as in training. A
+  checkpoint with looks (the shipped one) also shows the detector each face in five reframed crops and
+  takes the named points from the points of all six (the raw K points are those of the main crop).
 - `box`: face boxes you give: `--box x0,y0,x1,y1` (image pixels, x1 and y1 exclusive) for every image,
   or `--boxes FILE.csv` with the header `image,x0,y0,x1,y1` and one line per face (several lines for
   several faces of an image; image paths as given on the command line or relative to the CSV's folder).
@@ -303,7 +305,8 @@ def load_detector(checkpoint: str | None, device: torch.device) -> Detector:
                         "with bash scripts/ship_model.sh MTFL_FOLDER, or pass --checkpoint RUN/last.pt")
     file = find_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
     model, model_cfg, ckpt = load_model(file, device)
-    cropping = FaceCropping.from_dict(ckpt["face_crop"], str(file)) if "face_crop" in ckpt else None
+    cropping = (FaceCropping.from_dict(ckpt["face_crop"], str(file), model_cfg.num_points) if "face_crop" in ckpt
+                else None)
     regressor = read_named_points(ckpt, model_cfg.num_points, str(file))
     return Detector(model, file, ckpt, int(ckpt["config"]["data"]["image_size"]), model_cfg.num_points, cropping,
                     regressor)
@@ -376,7 +379,9 @@ def write_batch(batch: list[Prepared], detector: Detector, device: torch.device,
                 rows: csv.writer, tally: Tally, bar: tqdm) -> None:
     """Detect the faces of a batch of photos; write each photo's picture, then its rows."""
     faces = [face for prepared in batch for face in prepared.faces]
-    found = iter(locate_faces(detector.model, faces, detector.size, device, detector.regressor))
+    looks_regressor = detector.cropping.looks_regressor if detector.cropping else None
+    found = iter(locate_faces(detector.model, faces, detector.size, device, detector.regressor,
+                              looks_regressor=looks_regressor))
     colors = distinct_colors(detector.num_points)
     for prepared in batch:
         if prepared.photo is None:

@@ -39,6 +39,8 @@ from PIL import Image
 from datasets.records import JPEG_START_OF_IMAGE, image_size_wh, jpeg_is_complete, read_image_rgb
 from datasets.transforms import clamp_box, crop_resize
 from utils.errors import UserError
+from utils.landmarks import NUM_ANNOTATED
+from utils.metrics import RidgeModel
 
 Box = tuple[int, int, int, int]
 CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
@@ -279,30 +281,54 @@ def face_holding(boxes: list[Box], point_xy: np.ndarray) -> int | None:
 @dataclass(frozen=True)
 class FaceCropping:
     """How a checkpoint turns a face box into its detector input: the `BoxToCrop` map to the training crop,
-    and `work_side`, the median side in pixels of the training crops (`face_crop`)."""
+    and `work_side`, the median side in pixels of the training crops (`face_crop`).
+
+    looks: more maps from the face box to slightly other crops (scaled, shifted) that the detector also sees;
+    looks_regressor: the ridge map from the points of all of them, (1 + len(looks)) x K points in the main
+    crop's 128-px pixels, to the five named points there. Several looks average out what one crop's framing
+    adds to the points (export_model.py fits both; absent in older checkpoints).
+    """
 
     box_to_crop: BoxToCrop
     work_side: int
+    looks: tuple[BoxToCrop, ...] = ()
+    looks_regressor: RidgeModel | None = None
 
     def to_dict(self) -> dict:
-        return {"box_to_crop": self.box_to_crop.to_dict(), "work_side": self.work_side}
+        data = {"box_to_crop": self.box_to_crop.to_dict(), "work_side": self.work_side}
+        if self.looks:
+            data["looks"] = [look.to_dict() for look in self.looks]
+            data["looks_regressor"] = self.looks_regressor.to_dict()
+        return data
 
     @classmethod
-    def from_dict(cls, data: object, where: str) -> "FaceCropping":
-        """The cropping of a checkpoint's `face_crop` entry; a one-line UserError naming `where` if malformed."""
+    def from_dict(cls, data: object, where: str, num_points: int | None = None) -> "FaceCropping":
+        """The cropping of a checkpoint's `face_crop` entry; a one-line UserError naming `where` if malformed
+        (with `num_points`, also if its looks regressor does not map that many points per look)."""
+        maps = [data.get("box_to_crop")] + list(data.get("looks", [])) if isinstance(data, dict) else [None]
         try:
-            values = {key: float(data["box_to_crop"][key]) for key in ("shift_x", "shift_y", "width_scale",
-                                                                       "height_scale")}
+            values = [{key: float(m[key]) for key in ("shift_x", "shift_y", "width_scale", "height_scale")}
+                      for m in maps]
             work_side = int(data["work_side"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{where}: its face_crop entry is not a face-crop map ({type(exc).__name__}: {exc}); "
                             "expected box_to_crop {shift_x, shift_y, width_scale, height_scale} and work_side, as "
                             "export_model.py writes") from None
-        if not all(map(math.isfinite, values.values())) or min(values["width_scale"], values["height_scale"]) <= 0 \
-                or work_side < 0:
-            raise UserError(f"{where}: face_crop {values}, work_side {work_side}: expected finite shifts, positive "
-                            "scales and work_side >= 0")
-        return cls(BoxToCrop(**values), work_side)
+        for value in values:
+            if not all(map(math.isfinite, value.values())) or min(value["width_scale"], value["height_scale"]) <= 0 \
+                    or work_side < 0:
+                raise UserError(f"{where}: face_crop {value}, work_side {work_side}: expected finite shifts, "
+                                "positive scales and work_side >= 0")
+        looks = tuple(BoxToCrop(**value) for value in values[1:])
+        regressor = None
+        if looks:
+            regressor = RidgeModel.from_dict(data.get("looks_regressor"), f"{where} (face_crop looks_regressor)")
+            inputs = 2 * (1 + len(looks)) * (num_points or regressor.weights.shape[1] // 2 // (1 + len(looks)))
+            if regressor.weights.shape != (2 * NUM_ANNOTATED, inputs):
+                raise UserError(f"{where}: its looks regressor has shape {regressor.weights.shape}; expected "
+                                f"({2 * NUM_ANNOTATED}, {inputs}): {1 + len(looks)} looks of K points to the five "
+                                "named points")
+        return cls(BoxToCrop(**values[0]), work_side, looks, regressor)
 
 
 class FaceInput(NamedTuple):
@@ -312,25 +338,38 @@ class FaceInput(NamedTuple):
     seen_box: the region the crop shows, in stored pixels (edges; fractional for a reduced decode whose scale
         is not whole): points of the crop map back with `crop_to_image_xy(points, seen_box, crop side)`.
     crop: (size, size, 3) uint8 RGB, the detector input.
+    looks: (seen_box, crop) of each further look of the checkpoint's `FaceCropping.looks` (empty without).
     """
 
     face_box: Box
     seen_box: tuple[float, float, float, float]
     crop: np.ndarray
+    looks: tuple[tuple[tuple[float, float, float, float], np.ndarray], ...] = ()
+
+
+def mapped_crop(photo: Photo, face_box: Box, size: int, box_to_crop: BoxToCrop, work_side: int
+                ) -> tuple[tuple[float, float, float, float], np.ndarray]:
+    """(seen box in stored pixels, (size, size, 3) crop) of one map of a face box: `BoxToCrop.crop_box`,
+    clamped to the photo, cut from its (maybe reduced) pixels by `face_crop`."""
+    box = photo.pixel_box(box_to_crop.crop_box(face_box, photo.size_wh))
+    return photo.stored_box(box), face_crop(photo.pixels, box, size, work_side)
 
 
 def face_input(photo: Photo, face_box: Box, size: int, cropping: FaceCropping | None = None) -> FaceInput:
     """The detector input of one face box (stored pixels) of a photo.
 
     With `cropping` (a checkpoint's face-crop map): the box's training crop (`BoxToCrop.crop_box`, clamped to
-    the photo) made by `face_crop` with the checkpoint's work side. Without: the box itself is the crop
-    (`crop_for_model`). On a reduced photo the region is cut from the reduced pixels (`Photo.pixel_box`).
+    the photo) made by `face_crop` with the checkpoint's work side, and the same for each further look.
+    Without: the box itself is the crop (`crop_for_model`). On a reduced photo the region is cut from the
+    reduced pixels (`Photo.pixel_box`).
     """
-    region = cropping.box_to_crop.crop_box(face_box, photo.size_wh) if cropping else face_box
-    box = photo.pixel_box(region)
-    crop = (face_crop(photo.pixels, box, size, cropping.work_side) if cropping
-            else crop_for_model(photo.pixels, box, size))
-    return FaceInput(tuple(int(v) for v in face_box), photo.stored_box(box), crop)
+    face_box = tuple(int(v) for v in face_box)
+    if cropping is None:
+        box = photo.pixel_box(face_box)
+        return FaceInput(face_box, photo.stored_box(box), crop_for_model(photo.pixels, box, size))
+    seen_box, crop = mapped_crop(photo, face_box, size, cropping.box_to_crop, cropping.work_side)
+    looks = tuple(mapped_crop(photo, face_box, size, look, cropping.work_side) for look in cropping.looks)
+    return FaceInput(face_box, seen_box, crop, looks)
 
 
 def photo_face_inputs(photo: Photo, size: int, cropping: FaceCropping,

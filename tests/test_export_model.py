@@ -95,7 +95,7 @@ def check_against_expected(model_file: Path, expected_file: Path, tmp_path: Path
     tolerance = expected["tolerance_px"]
     files = expected_photo_files(expected, tmp_path, mtfl_root)
     model, model_cfg, ckpt = load_model(model_file)
-    cropping = FaceCropping.from_dict(ckpt["face_crop"], str(model_file))
+    cropping = FaceCropping.from_dict(ckpt["face_crop"], str(model_file), model_cfg.num_points)
     regressor = read_named_points(ckpt, model_cfg.num_points, str(model_file))
     size = ckpt["config"]["data"]["image_size"]
     assert detect.main(["--checkpoint", str(model_file), *(str(p) for _, p in files), "--out", str(tmp_path / "out"),
@@ -104,7 +104,8 @@ def check_against_expected(model_file: Path, expected_file: Path, tmp_path: Path
         rows = list(csv.DictReader(f))
     compared = 0
     for entry, path in files:
-        found = locate_faces(model, photo_face_inputs(read_photo(path), size, cropping), size, "cpu", regressor)
+        found = locate_faces(model, photo_face_inputs(read_photo(path), size, cropping), size, "cpu", regressor,
+                             looks_regressor=cropping.looks_regressor)
         assert [list(face.face_box) for face in found] == [face["box"] for face in entry["faces"]], path
         for index, (face, want) in enumerate(zip(found, entry["faces"])):
             named = np.array([want["named"][name] for name in LANDMARK_NAMES])
@@ -141,24 +142,29 @@ def test_export_writes_a_small_detector_only_checkpoint(exported, tiny_run):
     lines = printed.splitlines()
     assert any(line.startswith(f"face-crop map: {found} of 108 mafl-train faces found") for line in lines)
     assert any(line.startswith("named points: ridge") and "training NME" in line for line in lines)
+    assert any(line.startswith("named points: ridge (reg 0.0001) from K=10 points of 6 looks") for line in lines)
 
 
 @pytest.mark.slow
-def test_the_exported_regressor_is_fitted_on_the_crops_detect_makes(exported, synthetic_root):
-    """Refit by hand: detect the face-box crops of the found training faces and regress onto their annotations."""
+def test_the_exported_regressors_are_fitted_on_the_crops_detect_makes(exported, synthetic_root):
+    """Refit by hand: detect the face-box crops (and their looks) of the found training faces and regress onto
+    their annotations."""
     path, _ = exported
-    model, _, ckpt = load_model(path)
-    cropping = FaceCropping.from_dict(ckpt["face_crop"], str(path))
+    model, model_cfg, ckpt = load_model(path)
+    cropping = FaceCropping.from_dict(ckpt["face_crop"], str(path), model_cfg.num_points)
+    assert cropping.looks == export_model.look_maps(cropping.box_to_crop) and len(cropping.looks) == 5
     tight = ckpt["config"]["data"]["tight"]
     faces = [f for f in (export_model.find_training_face(r, tight) for r in
                          export_model.load_records("mafl-train", synthetic_root)) if f]
-    detected, annotated = export_model.detect_training_faces(model, faces, 32, cropping, "cpu", 0)
-    assert len(faces) == ckpt["face_crop"]["faces_found"][0]
-    shipped = RidgeModel.from_dict(ckpt["named_points"]["regressor"], "x")
-    predicted = apply_point_regressor(shipped, detected)
-    errors = normalised_point_errors(predicted, annotated, interocular_distance(annotated))
-    assert errors.mean() < 0.25  # far better than chance: the crops and annotations line up
-    np.testing.assert_allclose(shipped.weights, export_model.fit_point_regressor(detected, annotated, 1e-4).weights)
+    detected, looks, annotated = export_model.detect_training_faces(model, faces, 32, cropping, "cpu", 0)
+    assert len(faces) == ckpt["face_crop"]["faces_found"][0] and looks.shape == (len(faces), 6 * 10, 2)
+    np.testing.assert_array_equal(looks[:, :10], detected)  # the main look first
+    for shipped, points in ((RidgeModel.from_dict(ckpt["named_points"]["regressor"], "x"), detected),
+                            (cropping.looks_regressor, looks)):
+        predicted = apply_point_regressor(shipped, points)
+        errors = normalised_point_errors(predicted, annotated, interocular_distance(annotated))
+        assert errors.mean() < 0.25  # far better than chance: the crops and annotations line up
+        np.testing.assert_allclose(shipped.weights, export_model.fit_point_regressor(points, annotated, 1e-4).weights)
 
 
 @pytest.mark.slow

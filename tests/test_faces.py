@@ -3,10 +3,14 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import datasets.faces
 from datasets.synthetic import render_face
 from utils.errors import UserError
+from utils.extraction import detect_crops, look_points
+from utils.geometry import HEATMAP_STRIDE
+from utils.metrics import RidgeModel
 from datasets.faces import (CASCADE_FILE, BoxToCrop, FaceCropping, Photo, crop_for_model, face_crop, face_holding,
                             face_input, find_faces, fit_box_to_crop, load_face_cascade, photo_faces, read_photo,
                             reduction_factor)
@@ -164,6 +168,53 @@ def test_face_cropping_reads_back_and_refuses_a_malformed_entry():
         with pytest.raises(UserError, match=r"^x\.pt: ") as info:
             FaceCropping.from_dict(bad, "x.pt")
         assert "\n" not in str(info.value)
+
+
+def test_face_input_makes_each_look_of_a_face_crop_map():
+    image = blob_image(300, 200, (150.0, 100.0), 10.0)
+    wider, lower = BoxToCrop(0.0, 0.1, 1.4, 1.4), BoxToCrop(0.0, 0.2, 1.2, 1.2)
+    cropping = FaceCropping(BoxToCrop(0.0, 0.1, 1.2, 1.2), 40, (wider, lower))
+    made = face_input(Photo.of(image), (100, 50, 200, 150), 32, cropping)
+    assert made.seen_box == (90, 50, 210, 170)
+    # wider: centre (149.5, 109.5), side 140 -> (80, 40, 220, 180); lower: centre y 119.5, side 120 -> (90, 60, 210, 180)
+    assert [seen for seen, _ in made.looks] == [(80, 40, 220, 180), (90, 60, 210, 180)]
+    assert np.array_equal(made.looks[1][1], face_crop(image, (90, 60, 210, 180), 32, 40))
+
+
+def test_look_points_are_each_looks_points_in_the_main_crops_frame():
+    """A stand-in detector that finds the bright blob: in every look the blob centre (150, 100) of the photo lands,
+    in the main crop (90, 50, 210, 170) at 128 px, at (150 - 90 + 0.5) * 128 / 120 - 0.5 = 64.03, (100 - 50 + 0.5)
+    * 128 / 120 - 0.5 = 53.37."""
+
+    class Blob(torch.nn.Module):
+        def detect(self, images):  # (B, 3, S, S) -> points (B, 1, 2) in heatmap pixels at stride 4, heatmaps
+            weights = images[:, 0] ** 8  # (B, S, S)
+            grid = torch.arange(images.shape[-1], dtype=torch.float32)
+            x = (weights.sum(1) * grid).sum(1) / weights.sum((1, 2))
+            y = (weights.sum(2) * grid).sum(1) / weights.sum((1, 2))
+            return (torch.stack([x, y], -1)[:, None] + 0.5) / HEATMAP_STRIDE - 0.5, None
+
+    image = blob_image(300, 200, (150.0, 100.0), 12.0)
+    cropping = FaceCropping(BoxToCrop(0.0, 0.1, 1.2, 1.2), 0, (BoxToCrop(0.0, 0.1, 1.5, 1.5),
+                                                                BoxToCrop(0.1, 0.2, 1.2, 1.2)))
+    faces = [face_input(Photo.of(image), (100, 50, 200, 150), 64, cropping)]
+    model = Blob()
+    points = detect_crops(model, [faces[0].crop])  # (1, 1, 2) main crop pixels at 64 px
+    features = look_points(model, faces, points, 64)  # (1, 3, 2)
+    assert features.shape == (1, 3, 2)
+    np.testing.assert_allclose(features[0], [[64.03, 53.37]] * 3, atol=0.6)  # each look finds the blob there
+
+
+def test_face_cropping_with_looks_reads_back_and_checks_its_regressor():
+    looks = (BoxToCrop(0.0, 0.1, 1.0, 1.1), BoxToCrop(0.05, 0.1, 0.9, 1.1))
+    regressor = RidgeModel(np.ones((10, 2 * 3 * 4)), np.zeros(24), np.zeros(10))  # 3 looks of K = 4 points
+    data = FaceCropping(BoxToCrop(0.01, 0.1, 0.9, 1.1), 95, looks, regressor).to_dict()
+    read = FaceCropping.from_dict(data, "x.pt", num_points=4)
+    assert read.looks == looks and np.array_equal(read.looks_regressor.weights, regressor.weights)
+    with pytest.raises(UserError, match=r"^x\.pt: its looks regressor has shape \(10, 24\); expected \(10, 30\)"):
+        FaceCropping.from_dict(data, "x.pt", num_points=5)
+    with pytest.raises(UserError, match=r"^x\.pt \(face_crop looks_regressor\): not a saved regressor"):
+        FaceCropping.from_dict({k: v for k, v in data.items() if k != "looks_regressor"}, "x.pt")
 
 
 def test_face_holding_picks_the_largest_box_around_a_point():

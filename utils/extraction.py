@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datasets.faces import FaceInput
-from datasets.transforms import crop_to_image_xy
+from datasets.transforms import crop_to_image_xy, points_to_crop
 from utils.errors import UserError
 from utils.geometry import EVAL_CROP_SIZE, heatmap_to_image_xy
 from utils.landmarks import LANDMARK_NAMES, NUM_ANNOTATED
@@ -114,15 +114,35 @@ def to_eval_scale(points_xy: np.ndarray, size: int) -> np.ndarray:
     return rescale_points_px(points_xy, (size, size), (EVAL_CROP_SIZE, EVAL_CROP_SIZE))
 
 
+def look_points(model: nn.Module, faces: Sequence[FaceInput], points: np.ndarray, size: int,
+                device: torch.device | str = "cpu", batch_size: int = 64) -> np.ndarray:
+    """The regressor input of faces with several looks: (N, M * K, 2), the K points of each of the M looks
+    (the main crop's `points` (N, K, 2) first, then `face.looks` in order) in the main crop's pixels at the
+    128-px scale, each look's points mapped through the stored pixels (exact also where a look is clamped)."""
+    per_look = [to_eval_scale(points, size)]
+    for look in range(len(faces[0].looks) if faces else 0):
+        found = detect_crops(model, [face.looks[look][1] for face in faces], device, batch_size)  # (N, K, 2)
+        per_look.append(np.stack([points_to_crop(crop_to_image_xy(found[i], face.looks[look][0], size),
+                                                 face.seen_box, EVAL_CROP_SIZE) for i, face in enumerate(faces)]))
+    return np.concatenate(per_look, axis=1)
+
+
 def locate_faces(model: nn.Module, faces: Sequence[FaceInput], size: int, device: torch.device | str = "cpu",
-                 regressor: RidgeModel | None = None, batch_size: int = 64) -> list[FaceLandmarks]:
+                 regressor: RidgeModel | None = None, batch_size: int = 64,
+                 looks_regressor: RidgeModel | None = None) -> list[FaceLandmarks]:
     """Detect the K points of each face and, with a regressor, its five named points, in stored pixels.
 
     The raw points map back from the (size, size) crop through `face.seen_box`; the regressor maps the
     points at the 128-px scale to the named points in the same 128-px crop, which map back the same way.
+    Faces with further looks (`FaceInput.looks`, all faces alike) take the named points from
+    `looks_regressor` on the points of all their looks (`look_points`) instead.
     """
     points = detect_crops(model, [face.crop for face in faces], device, batch_size)  # (N, K, 2) crop pixels
-    named = apply_point_regressor(regressor, to_eval_scale(points, size)) if regressor and faces else None
+    named = None
+    if faces and looks_regressor is not None and faces[0].looks:
+        named = apply_point_regressor(looks_regressor, look_points(model, faces, points, size, device, batch_size))
+    elif faces and regressor is not None:
+        named = apply_point_regressor(regressor, to_eval_scale(points, size))
     return [FaceLandmarks(face.face_box, crop_to_image_xy(points[i], face.seen_box, size),
                           None if named is None else crop_to_image_xy(named[i], face.seen_box, EVAL_CROP_SIZE))
             for i, face in enumerate(faces)]
