@@ -12,8 +12,8 @@ What the detector sees (--crop; it works best on a face framed as in training):
 - `faces` (the default with a checkpoint that carries a face-crop map, as the shipped one does): faces
   are found with OpenCV's Haar cascade; each face box goes through the checkpoint's map from a face box
   to its training crop (learnt by export_model.py), so the face fills the crop as in training. A
-  checkpoint with looks (the shipped one) also shows the detector each face in five reframed crops and
-  takes the named points from the points of all six (the raw K points are those of the main crop).
+  checkpoint with looks (the shipped one) also shows the detector each face in four shifted crops and
+  takes the named points from the points of all five (the raw K points are those of the main crop).
 - `box`: face boxes you give: `--box x0,y0,x1,y1` (image pixels, x1 and y1 exclusive) for every image,
   or `--boxes FILE.csv` with the header `image,x0,y0,x1,y1` and one line per face (several lines for
   several faces of an image; image paths as given on the command line or relative to the CSV's folder).

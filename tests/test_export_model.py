@@ -142,7 +142,7 @@ def test_export_writes_a_small_detector_only_checkpoint(exported, tiny_run):
     lines = printed.splitlines()
     assert any(line.startswith(f"face-crop map: {found} of 108 mafl-train faces found") for line in lines)
     assert any(line.startswith("named points: ridge") and "training NME" in line for line in lines)
-    assert any(line.startswith("named points: ridge (reg 0.0001) from K=10 points of 6 looks") for line in lines)
+    assert any(line.startswith("named points: ridge (reg 0.0001) from K=10 points of 5 looks") for line in lines)
 
 
 @pytest.mark.slow
@@ -152,12 +152,12 @@ def test_the_exported_regressors_are_fitted_on_the_crops_detect_makes(exported, 
     path, _ = exported
     model, model_cfg, ckpt = load_model(path)
     cropping = FaceCropping.from_dict(ckpt["face_crop"], str(path), model_cfg.num_points)
-    assert cropping.looks == export_model.look_maps(cropping.box_to_crop) and len(cropping.looks) == 5
+    assert cropping.looks == export_model.look_maps(cropping.box_to_crop) and len(cropping.looks) == 4
     tight = ckpt["config"]["data"]["tight"]
     faces = [f for f in (export_model.find_training_face(r, tight) for r in
                          export_model.load_records("mafl-train", synthetic_root)) if f]
     detected, looks, annotated = export_model.detect_training_faces(model, faces, 32, cropping, "cpu", 0)
-    assert len(faces) == ckpt["face_crop"]["faces_found"][0] and looks.shape == (len(faces), 6 * 10, 2)
+    assert len(faces) == ckpt["face_crop"]["faces_found"][0] and looks.shape == (len(faces), 5 * 10, 2)
     np.testing.assert_array_equal(looks[:, :10], detected)  # the main look first
     for shipped, points in ((RidgeModel.from_dict(ckpt["named_points"]["regressor"], "x"), detected),
                             (cropping.looks_regressor, looks)):
