@@ -44,8 +44,9 @@ import numpy as np
 import torch
 
 from datasets import load_records
-from datasets.faces import (CASCADE_FILE, BoxToCrop, FaceCropping, FaceInput, Photo, face_holding, face_input, fit_box_to_crop,
-                            photo_face_inputs, photo_faces, quiet_header_reads, read_photo, thread_cascade)
+from datasets.faces import (CASCADE_FILE, BoxToCrop, FaceCropping, FaceInput, Photo, face_holding, face_input,
+                            fit_box_to_crop, photo_face_inputs, photo_faces, quiet_header_reads, read_photo,
+                            thread_cascade)
 from datasets.records import FaceRecord
 from datasets.synthetic import render_face
 from datasets.transforms import landmark_crop_box, points_to_crop
