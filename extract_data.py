@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 
 from datasets import build_eval_dataset
+from datasets.synthetic import is_synthetic_root
 from model import load_model
 from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint
 from utils.dataset_registry import EVAL_SPLITS
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     for split, dataset in datasets.items():  # out_dir is made with the first file written
         result = extract_points(model, dataset, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                 bn_mode=args.bn_mode, progress=not args.quiet, preview=PREVIEW_IMAGES)
-        settings = {"data_root": str(args.data_root), "tight": tight, "image_size": image_size,
+        settings = {"data_root": str(args.data_root), "synthetic": is_synthetic_root(args.data_root), "tight": tight,
+                    "image_size": image_size,
                     "bn_mode": args.bn_mode, "batch_size": args.batch_size, "num_points": model_cfg.num_points,
                     "exclude_reference_three": not args.include_reference_three, "limit": args.limit,
                     "step": int(ckpt["step"]), "checkpoint_sha256": checkpoint_sha256}

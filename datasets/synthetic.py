@@ -9,7 +9,8 @@ writes, under --out::
     MAFL/training.txt, MAFL/testing.txt   first 90 % / last 10 % of the names, no final newline
 
 plus `synthetic.json` (generator version, number of images, seed), written last, so that `--reuse`
-can tell a finished set of the same recipe from an old or partial one. Every CelebA/MAFL reader in
+can tell a finished set of the same recipe from an old or partial one; it also marks the root as synthetic
+faces (`is_synthetic_root`), which extraction records and reports name. Every CelebA/MAFL reader in
 this package reads the set unchanged (train kind "synthetic" or "celeba"; eval splits "mafl-train",
 "mafl-test").
 
@@ -389,6 +390,12 @@ def generate(out: str | Path, num_images: int, seed: int = 0, *, progress: bool 
 def manifest(num_images: int, seed: int) -> dict:
     """What `synthetic.json` records: the recipe that reproduces the set byte for byte."""
     return {"version": VERSION, "num_images": num_images, "seed": seed}
+
+
+def is_synthetic_root(root: str | Path) -> bool:
+    """Whether `root` holds a set written by this module: its MANIFEST marks the root (extract_data.py records
+    it, so that a report calls the detections "synthetic", not by the layout's name, MAFL)."""
+    return (Path(root) / MANIFEST).is_file()
 
 
 def is_current(out: str | Path, num_images: int, seed: int) -> bool:

@@ -117,7 +117,7 @@ def test_main_prints_tables_and_writes_all_outputs(pair, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert {r["source"] for r in rows} == {"this run", "this run, no detector", "paper Table I", "paper Table II"}
     faces = cv2.imread(str(out / "test_faces.png"))
-    assert faces.shape == (128 + 2 * 2, 3 * 128 + 4 * 2, 3)  # 3 previews upscaled from 64 to 128
+    assert faces.shape[0] > 128 + 2 * 2 and faces.shape[1] >= 3 * 128 + 4 * 2  # 3 previews upscaled, a legend
 
 
 def test_default_out_dir_and_dir_dataset_resolution_with_mtfl_val(tmp_path, capsys):

@@ -46,6 +46,7 @@ def test_extraction_writes_one_file_per_split_with_detections_in_128_px(run_dir,
     assert train_file.split == "mafl-train" and "sha256:" in train_file.checkpoint
     assert train_file.settings["bn_mode"] == "eval" and train_file.settings["image_size"] == 32
     assert train_file.settings["tight"] == TRAIN_TIGHT
+    assert train_file.settings["synthetic"] is True  # datasets.synthetic marks its root; reports say "synthetic"
     assert train_file.settings["checkpoint_sha256"] == file_sha256(run_dir / "last.pt")
     assert train_file.checkpoint.endswith("sha256:" + file_sha256(run_dir / "last.pt")[:12])
     # annotated points: the 32 px evaluation crop's points, rescaled to the 128 px scale
@@ -105,6 +106,7 @@ def test_the_whole_pipeline_prints_an_nme_table(run_dir, synthetic_root, capsys)
     assert rc == 0
     out = capsys.readouterr().out
     assert "mean training shape" in out and "untrained detector" in out
+    assert "# Landmark regression: synthetic, K=7" in out and "MAFL fwd" not in out
     assert (run_dir / "last" / "eval" / "results.md").exists()
 
 

@@ -1,4 +1,5 @@
-"""Tests of utils/visualize.py: points land on the right pixels, grids have the right layout."""
+"""Tests of utils/visualize.py: points land on the right pixels, grids have the right layout, labels and
+legends sit beside the pictures they explain, plots hold the data they were given."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 
 from utils.visualize import (
     Curve,
+    add_legend,
+    add_row_labels,
     distinct_colors,
     draw_points,
+    draw_segments,
     image_grid,
     rescale_points_px,
     save_bar_chart,
@@ -72,10 +76,46 @@ def test_save_png_writes_rgb_in_the_right_channel_order(tmp_path):
     assert np.array_equal(back_bgr[..., ::-1], image)
 
 
-def test_plots_write_png_files(tmp_path):
-    save_line_plot(tmp_path / "line.png", [Curve("a", [1, 10, 100], [3.0, 2.0, 1.0], [0.1, 0.1, 0.0])],
-                   xlabel="N", ylabel="NME", title="t", log_x=True, xticks=[1, 10, 100],
-                   xticklabels=["1", "10", "all"])
-    save_bar_chart(tmp_path / "bar.png", ["a", "b"], [1.0, 2.0], ylabel="NME", title="t")
+def test_row_labels_go_in_a_column_left_of_an_unchanged_grid_one_per_row():
+    images = [np.full((10, 12, 3), 100, np.uint8)] * 6
+    grid = image_grid(images, ncols=2, pad=2)  # 3 rows of height 10
+    labelled = add_row_labels(grid, ["first", "second\ntwo lines", "third"], row_height=10, pad=2)
+    width = labelled.shape[1] - grid.shape[1]
+    assert width > 20 and labelled.shape[0] == grid.shape[0]
+    assert np.array_equal(labelled[:, width:], grid)
+    column = labelled[:, :width]
+    for row in range(3):  # each row's band of the label column has text in it
+        top = 2 + row * 12
+        assert (column[top:top + 10] < 128).any(), row
+    with pytest.raises(ValueError, match="got 2 labels for 3 rows"):
+        add_row_labels(grid, ["a", "b"], row_height=10, pad=2)
+
+
+def test_a_legend_strip_sits_above_the_image_with_each_marker_in_its_colour():
+    image = np.full((20, 300, 3), 90, np.uint8)
+    out = add_legend(image, [("circle", RED, "annotated"), ("cross", BLUE, "regressed")], title="faces")
+    strip = out[:out.shape[0] - 20]
+    assert np.array_equal(out[-20:, :300], image) and strip.shape[0] > 14
+    colours = {tuple(c) for c in strip.reshape(-1, 3)}
+    assert RED in colours and BLUE in colours and (0, 0, 0) not in {tuple(c) for c in image.reshape(-1, 3)}
+    assert (strip < 50).all(axis=2).any()  # black text
+
+
+def test_draw_segments_joins_the_two_points():
+    out = draw_segments(np.zeros((10, 20, 3), np.uint8), np.array([[2.0, 5.0]]), np.array([[17.0, 5.0]]), RED)
+    assert (out[5, 3:17, 0] > 200).all() and out[0:3].sum() == 0
+
+
+def test_plots_write_png_files_and_hold_the_data_given(tmp_path):
+    fig = save_line_plot(tmp_path / "line.png", [Curve("a", [1, 10, 100], [3.0, 2.0, 1.0], [0.1, 0.1, 0.0])],
+                         xlabel="N", ylabel="NME", title="t", log_x=True, xticks=[1, 10, 100],
+                         xticklabels=["1", "10", "all"])
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    assert labels == ["a"] and list(handles[0][0].get_ydata()) == [3.0, 2.0, 1.0]
+    fig = save_bar_chart(tmp_path / "bar.png", ["a", "b"], [("ours", [1.0, 2.0]), ("base", [3.0, 4.0])],
+                         ylabel="NME", title="t")
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    assert labels == ["ours", "base"]
+    assert [[bar.get_height() for bar in container] for container in handles] == [[1.0, 2.0], [3.0, 4.0]]
     for name in ("line.png", "bar.png"):
         assert cv2.imread(str(tmp_path / name)).shape[2] == 3

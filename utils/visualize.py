@@ -1,12 +1,14 @@
-"""Pictures: landmarks drawn on faces, image grids, PNG files and simple plots.
+"""Pictures: landmarks drawn on faces, image grids with row labels and legends, PNG files and simple plots.
 
-Used by train.py (landmark grids at eval time) and utils/report.py (eval_regressor.py's figures); nothing
-here keeps state. Images are RGB uint8 arrays (H, W, 3). Points are (x, y) in the image's own pixels with
-the pixel-centre convention: the centre of the top-left pixel is (0, 0), so a point (3, 5) lies at the
-centre of column 3, row 5. Use `rescale_points_px` to move points between image sizes.
+Used by utils/training/pictures.py (the training grid), utils/evaluation/report.py (eval_regressor.py's
+figures) and utils/plot_run.py (a run's curves); nothing here keeps state. Images are RGB uint8 arrays
+(H, W, 3). Points are (x, y) in the image's own pixels with the pixel-centre convention: the centre of the
+top-left pixel is (0, 0), so a point (3, 5) lies at the centre of column 3, row 5. Use `rescale_points_px`
+to move points between image sizes.
 
 Plots use matplotlib's object-oriented API with the Agg renderer (no pyplot, no global backend
-switch), imported inside the functions so that importing this module stays light.
+switch), imported inside the functions so that importing this module stays light. Each plot function
+returns its Figure, so that a test can read back what was drawn.
 """
 
 from __future__ import annotations
@@ -103,6 +105,18 @@ def draw_points(
     return image
 
 
+def draw_segments(image_rgb: np.ndarray, from_xy: np.ndarray, to_xy: np.ndarray, color: RGB) -> np.ndarray:
+    """Draw a 1-px anti-aliased line from each from_xy[i] to to_xy[i] (both (K, 2), this image's pixels) on a
+    copy of the image; pairs with a non-finite end are skipped. Returns the (H, W, 3) uint8 new image."""
+    image = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    one = 1 << _SHIFT_BITS
+    for a, b in zip(np.asarray(from_xy, np.float64).reshape(-1, 2), np.asarray(to_xy, np.float64).reshape(-1, 2)):
+        if np.isfinite(a).all() and np.isfinite(b).all() and np.abs(np.r_[a, b]).max() < 1e6:
+            cv2.line(image, (round(a[0] * one), round(a[1] * one)), (round(b[0] * one), round(b[1] * one)),
+                     tuple(int(c) for c in color), 1, cv2.LINE_AA, _SHIFT_BITS)
+    return image
+
+
 def image_grid(images: Sequence[np.ndarray], ncols: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile equally sized images row by row, with `pad` pixels between them and around the border.
 
@@ -127,6 +141,65 @@ def image_grid(images: Sequence[np.ndarray], ncols: int, pad: int = 2, pad_value
         left = pad + (i % cols) * (w + pad)
         grid[top : top + h, left : left + w] = im
     return grid
+
+
+_FONT, _FONT_SCALE, _LINE_HEIGHT = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 14  # cv2 text: 14 px per line at scale 0.4
+TEXT_RGB: RGB = (0, 0, 0)
+
+
+def put_text_lines(image_rgb: np.ndarray, lines: Sequence[str], left: int, top: int) -> None:
+    """Write lines of text (black, 0.4 Hershey simplex, 14 px apart) in place; `top` is the top of the first line."""
+    for i, line in enumerate(lines):
+        cv2.putText(image_rgb, line, (left, top + (i + 1) * _LINE_HEIGHT - 4), _FONT, _FONT_SCALE, TEXT_RGB, 1,
+                    cv2.LINE_AA)
+
+
+def text_width(lines: Sequence[str]) -> int:
+    """Width in pixels of the widest of `lines` as `put_text_lines` writes them."""
+    return max((cv2.getTextSize(line, _FONT, _FONT_SCALE, 1)[0][0] for line in lines), default=0)
+
+
+def add_row_labels(grid_rgb: np.ndarray, labels: Sequence[str], row_height: int, pad: int = 2) -> np.ndarray:
+    """A white column on the left of an `image_grid` with one label per row ('\\n' splits a label's lines).
+
+    grid_rgb: (H, W, 3) uint8 from `image_grid(..., pad=pad)` of rows of height `row_height`; labels: one per
+    row, top to bottom. Returns (H, L + W, 3) uint8, the grid unchanged on the right, L the labels' width.
+    """
+    rows = (grid_rgb.shape[0] - pad) // (row_height + pad)
+    if len(labels) != rows:
+        raise ValueError(f"got {len(labels)} labels for {rows} rows")
+    split = [label.split("\n") for label in labels]
+    column = np.full((grid_rgb.shape[0], text_width([ln for lines in split for ln in lines]) + 8, 3), 255, np.uint8)
+    for row, lines in enumerate(split):
+        top = pad + row * (row_height + pad) + max(0, (row_height - len(lines) * _LINE_HEIGHT) // 2)
+        put_text_lines(column, lines, 4, top)
+    return np.concatenate([column, grid_rgb], axis=1)
+
+
+LegendEntry = tuple[str, RGB, str]  # (marker: 'circle', 'cross' or 'line'; its colour; what it marks)
+
+
+def add_legend(image_rgb: np.ndarray, entries: Sequence[LegendEntry], title: str = "") -> np.ndarray:
+    """A white strip above an image: an optional title line, then each entry's marker (drawn as in the
+    picture) followed by its text. Returns (S + H, max(W, strip width), 3) uint8, the image below, on white."""
+    marker_w, gap = 14, 14
+    width = max(image_rgb.shape[1], text_width([title]) + 8,
+                sum(marker_w + 4 + text_width([text]) + gap for _, _, text in entries) + 4)
+    strip = np.full(((2 if title else 1) * _LINE_HEIGHT + 6, width, 3), 255, np.uint8)
+    if title:
+        put_text_lines(strip, [title], 4, 2)
+    top, left = strip.shape[0] - _LINE_HEIGHT - 2, 4
+    for marker, color, text in entries:
+        centre = np.array([[left + marker_w / 2, top + _LINE_HEIGHT / 2 - 1]])
+        if marker == "line":
+            strip = draw_segments(strip, centre - [[marker_w / 2, 0]], centre + [[marker_w / 2, 0]], color)
+        else:
+            strip = draw_points(strip, centre, [color], radius=3 if marker == "circle" else 5, marker=marker)
+        put_text_lines(strip, [text], left + marker_w + 4, top)
+        left += marker_w + 4 + text_width([text]) + gap
+    below = np.full((image_rgb.shape[0], width, 3), 255, np.uint8)
+    below[:, :image_rgb.shape[1]] = image_rgb
+    return np.concatenate([strip, below], axis=0)
 
 
 def save_png(path: str | Path, image_rgb: np.ndarray) -> None:
@@ -158,8 +231,8 @@ def save_line_plot(
     log_x: bool = False,
     xticks: Sequence[float] | None = None,
     xticklabels: Sequence[str] | None = None,
-) -> None:
-    """Plot curves (with error bars where given) and save a PNG."""
+):
+    """Plot curves (with error bars where given) and a legend; save a PNG and return the matplotlib Figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
@@ -176,19 +249,29 @@ def save_line_plot(
     ax.legend()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return fig
 
 
 def save_bar_chart(
-    path: str | Path, labels: Sequence[str], values: Sequence[float], *, ylabel: str, title: str
-) -> None:
-    """Bar chart of one value per label, each bar annotated with its value; saved as PNG."""
+    path: str | Path, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *, ylabel: str,
+    title: str,
+):
+    """Grouped bar chart: for each label, one bar per series (name, one value per label), the first series'
+    bars annotated with their values, and a legend; saved as PNG. Returns the matplotlib Figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
     ax = fig.subplots()
-    bars = ax.bar(list(labels), list(values), color="tab:blue")
-    ax.bar_label(bars, fmt="%.2f")
+    width = 0.8 / len(series)
+    x = np.arange(len(labels))
+    for i, (name, values) in enumerate(series):
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, list(values), width, label=name)
+        if i == 0:
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(x, labels=list(labels))
     ax.set(ylabel=ylabel, title=title)
     ax.grid(True, axis="y", alpha=0.3)
+    ax.legend()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return fig

@@ -1,16 +1,17 @@
 """The paper's Table I and Table II as data, to print beside our numbers.
 
-Source: Li, Liao, Miao, Lu, Luo, "Unsupervised Learning of (Facial) Landmarks based on Inter-Intra
-Subject Consistencies", ICPR 2020 (arXiv 2004.07936); numbers from the ICPR 2020 slides, transcribed
-by hand from the project's `paper-results.md`. All values are NME in percent of the inter-ocular
-distance (eye centres), forward regression (detected -> annotated). `None` marks a "-" in the paper.
+Source: Li, Liao, Miao, Lu, Luo, "Unsupervised Learning of Facial Landmarks based on Inter-Intra Subject
+Consistencies", ICPR 2020 (arXiv 2004.07936, titled without "Facial"); numbers from the ICPR 2020 slides,
+as transcribed in docs/paper-results.md. All values are NME in percent of the inter-ocular distance (eye
+centres), forward regression (detected -> annotated). `None` marks a "-" in the paper. Table I has a MAFL
+and an AFLW column and Table II is MAFL: a report shows them only beside detections of that data set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCE = "Li et al., ICPR 2020 (arXiv 2004.07936), slides' Table I/II, via paper-results.md"
+SOURCE = "Li et al., ICPR 2020 (arXiv 2004.07936), slides' Table I/II, as in docs/paper-results.md"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.synthetic import is_synthetic_root
 from utils.errors import UserError
 from utils.evaluation import paper_results
 from utils.evaluation.detections import Comparison, Detections
@@ -28,6 +29,7 @@ from utils.metrics import (
 )
 
 REFERENCE_BACKWARD_DIVISOR = 10  # the reference's hard-coded K in the backward error
+MEAN_SHAPE_SOURCE = "this run, no detector"  # the `source` of the mean-training-shape row
 
 
 @dataclass(frozen=True)
@@ -168,10 +170,11 @@ def baseline_rows(
         fits = {mode: fit_and_score(c.train, c.test, mode, everything, cfg) for mode in cfg.modes}
         rows.append({"label": c.label, "k": c.train.k, "images": c.train.n, "source": f"this run, {c.folder}",
                      "files": files_info(c.train, c.test), "main": fit_stats(fits),
-                     "collapse": collapse_stats(c.test.detected_xy_px, c.test.annotated_xy_px)})
+                     "collapse": collapse_stats(c.test.detected_xy_px, c.test.annotated_xy_px),
+                     "fewshot": fewshot_entries(c.train, c.test, cfg, "none") if cfg.fewshot else []})
     mean_shape = mean_shape_fit(train.annotated_xy_px, test.annotated_xy_px)
     rows.append({"label": "mean training shape", "k": None, "images": train.n,
-                 "source": "this run, no detector", "main": fit_stats({"fwd": mean_shape})})
+                 "source": MEAN_SHAPE_SOURCE, "main": fit_stats({"fwd": mean_shape})})
     return rows
 
 
@@ -184,11 +187,12 @@ def evaluate(
     other = SOLVERS[1 - SOLVERS.index(cfg.solver)]
     first = cfg.modes[0]
     check = fit_and_score(train, test, first, everything, dataclasses.replace(cfg, solver=other))
-    paper = dataset if cfg.paper_table == "auto" else cfg.paper_table
-    paper = paper if paper in paper_results.TABLE_I_DATASETS else "none"
+    data = data_source(train, dataset)
+    asked = dataset if cfg.paper_table == "auto" else cfg.paper_table
     report = {
         "label": cfg.label or default_label(train.checkpoint, train.k),
         "dataset": dataset,
+        "data": data,
         "k": train.k,
         "files": files_info(train, test),
         "settings": {key: value for key, value in dataclasses.asdict(cfg).items()
@@ -203,23 +207,40 @@ def evaluate(
             "max_abs_point_diff_px": float(np.abs(check.pred_xy_px - fits[first].pred_xy_px).max()),
             "nme_diff_percent": 100 * abs(float(check.errors.mean() - fits[first].errors.mean())),
         },
-        "paper_table": paper,
+        "paper_table": asked if asked == data and asked in paper_results.TABLE_I_DATASETS else "none",
+        "paper_asked": asked,
         "paper_source": paper_results.SOURCE,
-        "fewshot": [],
     }
-    if cfg.fewshot:
-        tables = {mode: run_fewshot(train, test, mode, cfg) for mode in cfg.modes}
-        for i, size in enumerate(cfg.sizes):
-            entry = {"size": size, "images_per_draw": tables[first][i].n_images,
-                     "draws": len(tables[first][i].errors)}
-            for mode, rows in tables.items():
-                values = 100 * rows[i].errors
-                entry[mode] = {
-                    "mean_percent": float(values.mean()),
-                    "std_percent": float(values.std(ddof=1)) if len(values) > 1 else None,
-                    "draws_percent": values.tolist(),
-                }
-            if paper == "mafl":
-                entry["paper"] = {col: paper_results.table_ii(col, size) for col in paper_results.TABLE_II}
-            report["fewshot"].append(entry)
+    report["fewshot"] = fewshot_entries(train, test, cfg, report["paper_table"]) if cfg.fewshot else []
     return report, fits
+
+
+def data_source(det: Detections, dataset: str) -> str:
+    """What the detections were made on: 'synthetic' for faces written by datasets.synthetic (extract_data.py
+    records it in the settings; for older files, the set's marker at their data_root tells), else `dataset`."""
+    synthetic = det.settings.get("synthetic")
+    if synthetic is None:
+        synthetic = "data_root" in det.settings and is_synthetic_root(det.settings["data_root"])
+    return "synthetic" if synthetic else dataset
+
+
+def fewshot_entries(train: Detections, test: Detections, cfg: EvalConfig, paper: str) -> list[dict]:
+    """The few-shot table as report entries, one per size of cfg.sizes that fits the training split: draws,
+    mean and std per mode, and the paper's Table II beside it when `paper` is 'mafl'."""
+    sizes = [s for s in cfg.sizes if s == "all" or s <= train.n]
+    tables = {mode: run_fewshot(train, test, mode, dataclasses.replace(cfg, sizes=tuple(sizes))) for mode in cfg.modes}
+    entries = []
+    for i, size in enumerate(sizes):
+        first = tables[cfg.modes[0]][i]
+        entry = {"size": size, "images_per_draw": first.n_images, "draws": len(first.errors)}
+        for mode, rows in tables.items():
+            values = 100 * rows[i].errors
+            entry[mode] = {
+                "mean_percent": float(values.mean()),
+                "std_percent": float(values.std(ddof=1)) if len(values) > 1 else None,
+                "draws_percent": values.tolist(),
+            }
+        if paper == "mafl":
+            entry["paper"] = {col: paper_results.table_ii(col, size) for col in paper_results.TABLE_II}
+        entries.append(entry)
+    return entries

@@ -17,6 +17,7 @@ import numpy as np
 from utils.evaluation import paper_results
 from utils.errors import UserError
 from utils.evaluation.detections import Detections
+from utils.evaluation.protocol import MEAN_SHAPE_SOURCE
 from utils.files import atomic_write, os_reason
 from utils.geometry import EVAL_CROP_SIZE
 from utils.landmarks import LANDMARK_NAMES, landmark_label
@@ -44,11 +45,12 @@ def format_markdown(report: dict, notes: list[str]) -> str:
     """The human report: main table beside the paper's Table I, then the few-shot table."""
     modes = list(report["main"])
     train, test = report["files"]["train"], report["files"]["test"]
-    name = report["dataset"].upper()
+    name = data_title(report)
     settings, check = report["settings"], report["solver_check"]
     lines = [
         f"# Landmark regression: {name}, K={report['k']}",
         "",
+        f"- data: {data_description(report)}",
         f"- train: `{train['path']}` ({train['split']}, {train['images']} images); "
         f"test: `{test['path']}` ({test['split']}, {test['images']} images)",
         f"- checkpoint: `{train['checkpoint']}`",
@@ -89,8 +91,24 @@ def format_markdown(report: dict, notes: list[str]) -> str:
         lines += _md_table(header, rows)
     if report["paper_table"] != "none":
         lines += ["", f"Paper numbers: {report['paper_source']}."]
+    elif report["paper_asked"] in paper_results.TABLE_I_DATASETS:
+        lines += ["", f"The paper's {report['paper_asked'].upper()} numbers are left out: these detections are of "
+                  f"{name}, and the paper's rows are shown only beside the data set they are for."]
     lines += ["", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
+
+
+def data_title(report: dict) -> str:
+    """What the detections are of, for titles and columns: 'synthetic', or the data set ('MAFL', 'AFLW', 'MTFL')."""
+    return "synthetic" if report["data"] == "synthetic" else report["dataset"].upper()
+
+
+def data_description(report: dict) -> str:
+    """One line naming the data set the detections came from, and the splits' layout when it is not its own."""
+    if report["data"] == "synthetic":
+        return (f"synthetic faces (`python -m datasets.synthetic`), in the {report['dataset'].upper()} layout: "
+                f"splits {report['dataset']}-*, no real face")
+    return f"{report['dataset'].upper()}"
 
 
 def collapse_section(report: dict) -> list[str]:
@@ -137,17 +155,25 @@ def csv_rows(report: dict) -> list[dict]:
              "source": "paper Table I"}
             for method, k_paper, value in paper_results.table_i(report["paper_table"])
         ]
+    for method, k_row, entries, source in fewshot_series(report):
+        for entry in entries:
+            for mode in report["main"]:
+                stats = entry[mode]
+                rows.append({"table": "fewshot", "method": method, "k": k_row, "size": entry["size"],
+                             "images": entry["images_per_draw"], "mode": mode, "nme_percent": stats["mean_percent"],
+                             "std_percent": stats["std_percent"], "draws": entry["draws"], "source": source})
     for entry in report["fewshot"]:
-        for mode in report["main"]:
-            stats = entry[mode]
-            rows.append({"table": "fewshot", "method": report["label"], "k": k, "size": entry["size"],
-                         "images": entry["images_per_draw"], "mode": mode, "nme_percent": stats["mean_percent"],
-                         "std_percent": stats["std_percent"], "draws": entry["draws"], "source": "this run"})
         for column, value in entry.get("paper", {}).items():
             if value is not None:
                 rows.append({"table": "fewshot", "method": column, "size": entry["size"], "mode": "fwd",
                              "nme_percent": value, "source": "paper Table II"})
     return rows
+
+
+def fewshot_series(report: dict) -> list[tuple[str, int, list[dict], str]]:
+    """(method, K, few-shot entries, source) of our row, then of each --compare row that has them."""
+    return [(report["label"], report["k"], report["fewshot"], "this run")] + [
+        (row["label"], row["k"], row["fewshot"], row["source"]) for row in report["baselines"] if row.get("fewshot")]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -157,6 +183,9 @@ def _write_text(path: Path, text: str) -> None:
 Figure = tuple[str, Callable[[Path], None] | None]  # (note for results.md, draw into the output folder or None)
 
 
+ANNOTATED_RGB, REGRESSED_RGB = (0, 230, 0), (255, 30, 30)  # test_faces.png: green discs, red crosses
+
+
 def figure_plan(report: dict, fits: dict, test: Detections) -> list[Figure]:
     """The figures of a report, each a note and the function that draws it (None when it is skipped); nothing
     is drawn here, so the notes can go into results.md before any figure is attempted."""
@@ -164,64 +193,98 @@ def figure_plan(report: dict, fits: dict, test: Detections) -> list[Figure]:
 
     figures: list[Figure] = []
     if report["fewshot"]:
-        figures.append(("nme_vs_n.png: test NME vs N (mean ± std over draws)",
-                        lambda out_dir: _fewshot_plot(report, out_dir / "nme_vs_n.png")))
+        figures.append(("nme_vs_n.png: test NME vs N (mean ± std over draws), every row of the main table",
+                        lambda out_dir: fewshot_plot(report, out_dir / "nme_vs_n.png")))
     fwd = fits.get("fwd")
     if fwd is None:
         return figures + [("per_landmark.png and test_faces.png skipped: they need --mode fwd or both", None)]
-    per_landmark = report["main"]["fwd"]["per_landmark_percent"]
-    figures.append(("per_landmark.png: forward error per annotated landmark", lambda out_dir: vis.save_bar_chart(
-        out_dir / "per_landmark.png", list(per_landmark), list(per_landmark.values()), ylabel="test NME (% IOD)",
-        title="forward error per annotated landmark")))
+    figures.append(("per_landmark.png: forward error per annotated landmark, ours beside the baselines",
+                    lambda out_dir: per_landmark_plot(report, out_dir / "per_landmark.png")))
     if test.preview_images is None:
         return figures + [(f"test_faces.png skipped: {test.path} has no 'preview_images'", None)]
-    colors, point_colors = vis.distinct_colors(len(LANDMARK_NAMES)), vis.distinct_colors(test.k)
+    point_colors = vis.distinct_colors(test.k)
+    count = len(test.preview_images)
+    figures.append((f"test_faces.png: first {count} test faces; green discs = annotated, red crosses = regressed "
+                    "(forward), a line joins each pair", lambda out_dir: vis.save_png(
+                        out_dir / "test_faces.png", faces_picture(test, fwd.pred_xy_px, data_title(report)))))
 
-    def faces(discs: np.ndarray, crosses: np.ndarray | None, face_colors: list) -> np.ndarray:
-        return vis.image_grid([preview_face(image, discs[i], None if crosses is None else crosses[i], face_colors)
-                               for i, image in enumerate(test.preview_images)], ncols=8)
+    def raw_points(out_dir: Path) -> None:
+        faces = [preview_face(image, test.detected_xy_px[i], point_colors) for i, image in
+                 enumerate(test.preview_images)]
+        vis.save_png(out_dir / "test_points.png", vis.image_grid(faces, ncols=8))
 
-    figures.append((f"test_faces.png: first {len(test.preview_images)} test faces; discs = annotated, crosses = "
-                    f"regressed (forward); colours follow {', '.join(map(landmark_label, LANDMARK_NAMES))}",
-                    lambda out_dir: vis.save_png(out_dir / "test_faces.png",
-                                                 faces(test.annotated_xy_px, fwd.pred_xy_px, colors))))
     figures.append((f"test_points.png: the same faces with the raw {test.k} detected points, one colour per "
-                    "landmark: each colour should sit on the same face part on every face",
-                    lambda out_dir: vis.save_png(out_dir / "test_points.png",
-                                                 faces(test.detected_xy_px, None, point_colors))))
+                    "landmark: each colour should sit on the same face part on every face", raw_points))
     return figures
 
 
-def _fewshot_plot(report: dict, path: Path) -> None:
-    """nme_vs_n.png: our few-shot curve per mode (mean ± std over draws), and the paper's on MAFL."""
+def faces_picture(test: Detections, regressed_xy_px: np.ndarray, title: str) -> np.ndarray:
+    """test_faces.png: the preview faces with annotated (green discs) and regressed (red crosses) points, a line
+    from each annotated point to its regressed one, and a legend above. regressed_xy_px: (M, 5, 2) crop pixels."""
     from utils import visualize as vis
 
-    n_train = report["files"]["train"]["images"]
-    x = [n_train if e["size"] == "all" else e["size"] for e in report["fewshot"]]
-    curves = [
-        vis.Curve(f"ours {mode}", x, [e[mode]["mean_percent"] for e in report["fewshot"]],
-                  [e[mode]["std_percent"] or 0.0 for e in report["fewshot"]])
-        for mode in report["main"]
-    ]
-    ticks = {n: f"all\n({n})" if s == "all" else str(n) for n, s in zip(x, report["settings"]["sizes"])}
+    faces = [preview_face(image, test.annotated_xy_px[i], [ANNOTATED_RGB] * len(LANDMARK_NAMES),
+                          regressed_xy_px[i], REGRESSED_RGB) for i, image in enumerate(test.preview_images)]
+    legend = [("circle", ANNOTATED_RGB, "annotated"), ("cross", REGRESSED_RGB, "regressed from the detected points"),
+              ("line", REGRESSED_RGB, "error")]
+    names = ", ".join(map(landmark_label, LANDMARK_NAMES))
+    return vis.add_legend(vis.image_grid(faces, ncols=8), legend,
+                          title=f"first {len(faces)} {title} test faces, points: {names}")
+
+
+def fewshot_plot(report: dict, path: Path):
+    """nme_vs_n.png: the few-shot curve of each mode of ours and of each --compare row (mean ± std over
+    draws), the mean training shape as a line, and the paper's Table II column beside MAFL. The sizes sit
+    evenly spaced, as in a table ('all' last, its image count in the tick), so no two ticks collide.
+    Returns the matplotlib Figure."""
+    from utils import visualize as vis
+
+    sizes = [s for s in report["settings"]["sizes"] if any(e["size"] == s for e in report["fewshot"])]
     if report["paper_table"] == "mafl":
-        column, sizes = paper_results.TABLE_II_OURS, paper_results.TABLE_II_SIZES
-        paper_x = [paper_results.TABLE_II_ALL_IMAGES if s == "all" else s for s in sizes]
-        curves.append(vis.Curve(f"paper {column}", paper_x,
-                                [paper_results.table_ii(column, s) for s in sizes], style="s--"))
-        ticks = {n: str(n) for n in paper_x[:-1]} | {paper_x[-1]: f"paper all\n({paper_x[-1]})"} | ticks
-    vis.save_line_plot(path, curves, xlabel="N training images for the regressor", ylabel="test NME (% IOD)",
-                       title=f"{report['dataset'].upper()} few-shot", log_x=True, xticks=sorted(ticks),
-                       xticklabels=[ticks[n] for n in sorted(ticks)])
+        sizes = list(dict.fromkeys([*sizes, *paper_results.TABLE_II_SIZES]))
+    sizes = sorted((s for s in sizes if s != "all"), key=int) + (["all"] if "all" in sizes else [])
+    where = {size: i for i, size in enumerate(sizes)}
+    n_train = report["files"]["train"]["images"]
+    curves = []
+    for label, _, entries, _ in fewshot_series(report):
+        style = "o-" if label == report["label"] else "o--"
+        for mode in report["main"]:
+            curves.append(vis.Curve(f"{label}, {mode}", [where[e["size"]] for e in entries],
+                                    [e[mode]["mean_percent"] for e in entries],
+                                    [e[mode]["std_percent"] or 0.0 for e in entries], style=style))
+    mean_shape = next(row for row in report["baselines"] if row["source"] == MEAN_SHAPE_SOURCE)
+    curves.append(vis.Curve(f"{mean_shape['label']} (fwd, no detector)", [0, len(sizes) - 1],
+                            [mean_shape["main"]["fwd"]["nme_percent"]] * 2, style="k:"))
+    if report["paper_table"] == "mafl":
+        column, paper_sizes = paper_results.TABLE_II_OURS, paper_results.TABLE_II_SIZES
+        curves.append(vis.Curve(f"paper {column} (all = {paper_results.TABLE_II_ALL_IMAGES} images)",
+                                [where[s] for s in paper_sizes], [paper_results.table_ii(column, s) for s in paper_sizes],
+                                style="s--"))
+    labels = [f"all\n({n_train})" if s == "all" else str(s) for s in sizes]
+    return vis.save_line_plot(path, curves, xlabel="N training images for the regressor", ylabel="test NME (% IOD)",
+                              title=f"{data_title(report)} few-shot: test NME vs N", xticks=range(len(sizes)),
+                              xticklabels=labels)
 
 
-def preview_face(
-    image_rgb: np.ndarray, disc_xy_px: np.ndarray, cross_xy_px: np.ndarray | None, colors: list
-) -> np.ndarray:
-    """One preview crop, upscaled to at least PREVIEW_MIN_SIDE, with discs (e.g. annotated points) and
-    crosses (e.g. regressed points; None for none).
+def per_landmark_plot(report: dict, path: Path):
+    """per_landmark.png: forward test error per annotated landmark of ours and of every baseline row (the
+    --compare rows, the mean training shape). Returns the matplotlib Figure."""
+    from utils import visualize as vis
 
-    image_rgb: (S, S, 3) uint8 crop; disc_xy_px, cross_xy_px: (len(colors), 2) in 128-px crop pixels.
+    ours = report["main"]["fwd"]["per_landmark_percent"]
+    series = [(report["label"], list(ours.values()))] + [
+        (row["label"], list(row["main"]["fwd"]["per_landmark_percent"].values())) for row in report["baselines"]
+        if row["main"].get("fwd", {}).get("per_landmark_percent")]
+    return vis.save_bar_chart(path, list(ours), series, ylabel="test NME (% IOD)",
+                              title=f"{data_title(report)} test: forward error per annotated landmark")
+
+
+def preview_face(image_rgb: np.ndarray, disc_xy_px: np.ndarray, disc_colors: list,
+                 cross_xy_px: np.ndarray | None = None, cross_color: tuple | None = None) -> np.ndarray:
+    """One preview crop, upscaled to at least PREVIEW_MIN_SIDE, with discs (e.g. annotated points, one colour
+    each) and, if given, crosses in one colour (e.g. regressed points), each joined to its disc by a line.
+
+    image_rgb: (S, S, 3) uint8 crop; disc_xy_px: (len(disc_colors), 2), cross_xy_px: (same, 2), 128-px crop pixels.
     """
     from utils import visualize as vis
 
@@ -230,12 +293,13 @@ def preview_face(
     size_wh = (round(w * scale), round(h * scale))
     face = vis.resize_image(image_rgb, size_wh)
     crop_wh = (EVAL_CROP_SIZE, EVAL_CROP_SIZE)
-    face = vis.draw_points(face, vis.rescale_points_px(disc_xy_px, crop_wh, size_wh), colors, radius=2,
-                           marker="circle")
+    discs = vis.rescale_points_px(disc_xy_px, crop_wh, size_wh)
     if cross_xy_px is None:
-        return face
-    return vis.draw_points(face, vis.rescale_points_px(cross_xy_px, crop_wh, size_wh), colors, radius=3,
-                           marker="cross")
+        return vis.draw_points(face, discs, disc_colors, radius=2, marker="circle")
+    crosses = vis.rescale_points_px(cross_xy_px, crop_wh, size_wh)
+    face = vis.draw_segments(face, discs, crosses, cross_color)
+    face = vis.draw_points(face, discs, disc_colors, radius=2, marker="circle")
+    return vis.draw_points(face, crosses, [cross_color] * len(crosses), radius=4, marker="cross")
 
 
 def write_outputs(report: dict, fits: dict, test: Detections, out_dir: Path) -> str:
