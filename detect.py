@@ -6,14 +6,18 @@
 
 Without --checkpoint the shipped model checkpoints/mtfl_k10.pt is used:
   {shipped}.
-Folders are searched recursively for .jpg/.jpeg/.png/.bmp, in sorted order.
+Folders are searched recursively for .jpg/.jpeg/.png/.bmp, in sorted order, through symlinked subfolders
+too; broken links, and --out with its numbered siblings (<out>-2, ...), are skipped with a note.
+The same pipeline as a Python call: `from inference import find_landmarks` (README, "Your own images").
 
 What the detector sees (--crop; it works best on a face framed as in training):
 - `faces` (the default with a checkpoint that carries a face-crop map, as the shipped one does): faces
-  are found with OpenCV's Haar cascade; each face box goes through the checkpoint's map from a face box
-  to its training crop (learnt by export_model.py), so the face fills the crop as in training. A
-  checkpoint with looks (the shipped one) also shows the detector each face in four shifted crops and
-  takes the named points from the points of all five (the raw K points are those of the main crop).
+  are found by the face finder that the checkpoint's map was fitted on (--faces: YuNet, a small CNN
+  shipped as checkpoints/yunet_s_640_640.onnx, for the shipped model; the Haar cascade for checkpoints
+  exported before it); each face box goes through the checkpoint's map from a face box to its training
+  crop (learnt by export_model.py), so the face fills the crop as in training. A checkpoint with looks
+  (the shipped one) also shows the detector each face in four shifted crops and takes the named points
+  from the points of all five (the raw K points are those of the main crop).
 - `box`: face boxes you give: `--box x0,y0,x1,y1` (image pixels, x1 and y1 exclusive) for every image,
   or `--boxes FILE.csv` with the header `image,x0,y0,x1,y1` and one line per face (several lines for
   several faces of an image; image paths as given on the command line or relative to the CSV's folder).
@@ -24,62 +28,74 @@ What the detector sees (--crop; it works best on a face framed as in training):
 
 Outputs in --out: one `landmarks.csv` with the columns
   image, face, x0, y0, x1, y1, landmark, x, y
-`face` is the face's index in its image (0 = the largest box), x0..y1 its box in image pixels (the face
-box found or given; for centre and full the region the detector saw); then one row per point: the K
-detected points (`landmark` 0..K-1) and, when the checkpoint carries a named-point regressor, the five
-named points (`landmark` = left_eye, right_eye, nose, left_mouth, right_mouth). (x, y) are pixels of the
-ORIGINAL stored image (EXIF orientation ignored), pixel-centre convention (the centre of the top-left
-pixel is (0, 0)), 3 decimals: x_orig = x0 + (x_crop + 0.5) * w / S - 0.5 for a crop of side S showing a
-region of width w from x0, and the same for y. `<stem>_landmarks.png` draws each face's box, its K points
-(discs, landmark k always in the same colour) and its named points (crosses); images sharing a stem get
-their path (`a__1.jpg_landmarks.png` for a/1.jpg). An image without a face gets no rows and a note.
+`face` is the face's index in its image (0 = the largest box; the number drawn beside the face on its
+picture), x0..y1 its box in image pixels (the face box found or given; for centre and full the region the
+detector saw); then one row per point: the K detected points (`landmark` 0..K-1) and, when the checkpoint
+carries a named-point regressor, the five named points (`landmark` = left_eye, right_eye, nose, left_mouth,
+right_mouth). (x, y) are pixels of the image as viewers show it (--frame displayed, the default: EXIF
+orientation applied, so a phone photo stored sideways is upright; --frame stored: the file's pixel rows),
+pixel-centre convention (the centre of the top-left pixel is (0, 0)), 3 decimals: x = x0 + (x_crop + 0.5)
+* w / S - 0.5 for a crop of side S showing a region of width w from x0, and the same for y.
+Each image gets a picture, `<stem>_landmarks.png` in the image's folder relative to the images' common
+folder (`a/1_landmarks.png` for a/1.jpg; images of one folder sharing a stem keep their suffix,
+`1.jpg_landmarks.png`): each face's box and index, its K points (small discs, landmark k always in the
+same colour) and its named points (crosses, one colour per name, with a legend); a header names the face
+finder and the number of faces, or says that none was found (such an image gets no rows and a note).
 Photos with a side of 2,000 px or more are decoded reduced (1/2, 1/4 or 1/8, keeping at least 1,000 px)
-and drawn at that size; the CSV stays in original pixels.
+and drawn at that size; the CSV stays in full pixels. Images over --max-pixels (default 200 MP, read from
+the header) are refused before decoding. `run.json` records the command, the model file and its sha256,
+the face finder (with its file and sha256), the coordinate frame and the picture of each image.
 
 A new or empty --out is written in place; one that holds files (an earlier run) is kept, and the results
 go to the next free <out>-2, <out>-3, ... (printed). Rows follow their picture and are flushed batch by
-batch, so a crash or a full disk keeps the rows of the images done; --skip-bad-images skips (and counts)
-images that do not decode. The model runs in eval mode: a face's points do not depend on the others.
+batch: a bad image (one that does not decode, is truncated or is over --max-pixels), Ctrl-C or a full disk
+stops the run with one line, and landmarks.csv keeps the rows of every image before it; --skip-bad-images
+skips (and counts) bad images instead. The model runs in eval mode: a face's points do not depend on the
+others.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import re
+import shlex
 import sys
 import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.faces import FaceCropping, FaceInput, Photo, face_input, photo_face_inputs, quiet_header_reads, read_photo
-from datasets.records import SkippedDataWarning, image_size_wh, read_text_lines
-from model import load_model
-from utils.checkpoint import checkpoint_identity, find_checkpoint, read_checkpoint
+from datasets.records import SkippedDataWarning, read_text_lines
+from inference.api import SHIPPED_CHECKPOINT, Detector, load_detector, photo_inputs
+from inference.crops import FaceInput, face_input
+from inference.drawing import draw_faces
+from inference.finders import FINDERS, YUNET_FILE, YUNET_SHA256
+from inference.photo import DEFAULT_MAX_PIXELS, FRAMES, Photo, frame_size_wh, quiet_header_reads, read_photo
+from inference.points import FaceLandmarks, locate_faces
+from utils.checkpoint import checkpoint_identity, file_sha256, git_sha, read_checkpoint
 from utils.dataset_registry import IMAGE_SUFFIXES
 from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
-from utils.extraction import (SHIPPED_CHECKPOINT, FaceLandmarks, locate_faces, ordered_map,
-                              read_named_points)
-from utils.files import check_writable_folder, os_reason
+from utils.extraction import ordered_map
+from utils.files import atomic_write, check_writable_folder, os_reason
 from utils.landmarks import LANDMARK_NAMES
-from utils.metrics import RidgeModel
-from utils.visualize import distinct_colors, draw_points, save_png
 
 DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINT  # checkpoints/mtfl_k10.pt of this repository
 CROP_MODES = ("faces", "centre", "full", "box")
 CSV_FIELDS = ("image", "face", "x0", "y0", "x1", "y1", "landmark", "x", "y")
 BOXES_HEADER = ("image", "x0", "y0", "x1", "y1")
-BOX_RGB, NAMED_RGB = (0, 255, 0), (255, 255, 255)
+PICTURE_SUFFIX = "_landmarks.png"
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) integer pixels, x1 and y1 exclusive
 
 
@@ -130,11 +146,12 @@ class GivenBox:
     where: str
 
 
-def read_boxes_file(path: Path, images: Sequence[Path]) -> dict[Path, list[GivenBox]]:
+def read_boxes_file(path: Path, images: Sequence[Path], upright: bool = True) -> dict[Path, list[GivenBox]]:
     """{image: its boxes} from a CSV with the header `image,x0,y0,x1,y1` and one line per face.
 
-    An image is named as given on the command line or relative to the CSV's folder. A malformed line, an
-    image not among `images` or a box reaching outside its image is a one-line UserError naming file:line.
+    An image is named as given on the command line or relative to the CSV's folder. Boxes are in the frame the
+    photos are read in (`upright`: the displayed one). A malformed line, an image not among `images` or a box
+    reaching outside its image is a one-line UserError naming file:line.
     """
     lines = read_text_lines(path, "a CSV of face boxes with the header image,x0,y0,x1,y1")
     rows = list(csv.reader(lines))
@@ -155,7 +172,7 @@ def read_boxes_file(path: Path, images: Sequence[Path]) -> dict[Path, list[Given
             raise UserError(f"{where}: {name} is not among the images given (paths are taken as given on the "
                             f"command line or relative to {path.parent})")
         box = parse_box(",".join(row[1:]), f"{where}: box")
-        check_inside(box, image_size_wh(image), f"{where}: box", image)
+        check_inside(box, frame_size_wh(image, upright), f"{where}: box", image)
         boxes.setdefault(image, []).append(GivenBox(box, where))
     if not boxes:
         raise UserError(f"{path}: no face boxes; expected one line image,x0,y0,x1,y1 per face after the header")
@@ -174,39 +191,84 @@ def check_inside(box: Box, size_wh: tuple[int, int] | None, where: str, image: P
 # ---------------------------------------------------------------------------------------------
 
 
-def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files from files and folders, in the order given; folders recursively, sorted.
+def is_output_folder(folder: Path, out: Path) -> bool:
+    """Whether `folder` is --out or one of its numbered siblings <out>-2, <out>-3, ... (an earlier run's)."""
+    real, out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
+    numbered = re.fullmatch(re.escape(out.name) + r"-\d+", real.name) is not None
+    return real == out or (real.parent == out.parent and numbered)
 
-    Folders contribute files whose suffix is in IMAGE_SUFFIXES (any case); files given directly
-    are taken as they are. A file reached twice is kept once.
+
+def walk_images(folder: Path, out: Path, notes: list[str]) -> list[Path]:
+    """Image files under `folder`, sorted, following symlinked subfolders (each real folder once); broken links
+    and --out folders (see `is_output_folder`) are skipped with a note each."""
+    images, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        here = Path(root)
+        if os.path.realpath(root) in seen or is_output_folder(here, out):
+            if is_output_folder(here, out):
+                notes.append(f"{here}: skipped, it is the output folder (--out) or an earlier run's")
+            dirs.clear()
+            continue
+        seen.add(os.path.realpath(root))
+        for name in sorted(dirs + files):
+            path = here / name
+            if path.is_symlink() and not path.exists():
+                notes.append(f"{path}: skipped, a broken link (to {os.readlink(path)})")
+        images += [here / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and (here / f).is_file()]
+        dirs.sort()
+    return sorted(images)
+
+
+def find_images(inputs: Sequence[str | Path], out: Path | None = None) -> tuple[list[Path], list[str]]:
+    """(image files, notes) from files and folders, in the order given; folders recursively, sorted.
+
+    Folders contribute files whose suffix is in IMAGE_SUFFIXES (any case), through symlinked subfolders too;
+    broken links and the --out folder `out` (and its numbered siblings) are skipped with a note. Files given
+    directly are taken as they are. A file reached twice is kept once.
     """
     found: list[Path] = []
+    notes: list[str] = []
+    out = out if out is not None else Path(os.devnull)
     for item in map(Path, inputs):
         if item.is_file():
             found.append(item)
         elif item.is_dir():
-            images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            images = walk_images(item, out, notes)
             if not images:
                 raise UserError(f"{item}: no images in this folder; expected {'/'.join(IMAGE_SUFFIXES)} files")
             found.extend(images)
         else:
-            raise UserError(f"{item}: no such image file or folder")
+            raise UserError(f"{item}: no such image file or folder"
+                            + (f" (a broken link to {os.readlink(item)})" if item.is_symlink() else ""))
     seen: set[Path] = set()
     unique = []
     for path in found:
         if path.resolve() not in seen:
             seen.add(path.resolve())
             unique.append(path)
+    return unique, notes
+
+
+def picture_names(paths: Sequence[Path]) -> list[str]:
+    """A distinct picture path per image, relative to --out, that maps back to it: the image's folder relative
+    to the images' common folder, then `<stem>_landmarks.png`; images of one folder sharing a stem keep their
+    suffix (`1.jpg_landmarks.png`, `1.png_landmarks.png`), and any name still taken gets `-2`, `-3`, ...
+    (compared without case, for case-insensitive file systems). run.json lists the mapping."""
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute])) if absolute else Path()
+    relative = [p.relative_to(root) for p in absolute]
+    stems = Counter((r.parent, r.stem.lower()) for r in relative)
+    names = [(r.parent / (r.stem if stems[(r.parent, r.stem.lower())] == 1 else r.name)).as_posix() for r in relative]
+    taken: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, number = name, 1
+        while (candidate + PICTURE_SUFFIX).lower() in taken:
+            number += 1
+            candidate = f"{name}-{number}"
+        taken.add((candidate + PICTURE_SUFFIX).lower())
+        unique.append(candidate + PICTURE_SUFFIX)
     return unique
-
-
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """A distinct output name per image: its stem, or, for stems shared by several images, its path
-    relative to the common folder of those images with '/' written '__' (suffix kept)."""
-    counts = Counter(p.stem for p in paths)
-    shared = [p.resolve() for p in paths if counts[p.stem] > 1]
-    root = Path(os.path.commonpath([str(p.parent) for p in shared])) if shared else None
-    return [p.stem if counts[p.stem] == 1 else "__".join(p.resolve().relative_to(root).parts) for p in paths]
 
 
 def free_out_folder(out: Path) -> Path:
@@ -231,11 +293,6 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def marker_radius(image_wh: tuple[int, int]) -> int:
-    """Disc radius in pixels: 2 for images up to 256 pixels, growing with the larger side."""
-    return max(2, round(max(image_wh) / 128))
-
-
 def csv_rows(image: str, face: int, found: FaceLandmarks) -> list[tuple]:
     """landmarks.csv rows of one face: its K points, then its named points (if any), 3 decimals."""
     labels: list = list(range(len(found.points_xy)))
@@ -244,22 +301,7 @@ def csv_rows(image: str, face: int, found: FaceLandmarks) -> list[tuple]:
         labels += list(LANDMARK_NAMES)
         points.append(found.named_xy)
     return [(image, face, *found.face_box, label, f"{x:.3f}", f"{y:.3f}")
-            for label, (x, y) in zip(labels, np.concatenate(points))]
-
-
-def draw_faces(photo: Photo, faces: Sequence[FaceLandmarks], colors: list) -> np.ndarray:
-    """The photo's pixels with each face's box, its K points (discs) and named points (crosses) drawn."""
-    image = photo.pixels.copy()
-    radius = marker_radius((image.shape[1], image.shape[0]))
-    for face in faces:
-        x0, y0, x1, y1 = (round(v) for v in photo.pixel_edges(face.face_box))
-        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), BOX_RGB, max(1, radius // 2))
-        image = draw_points(image, photo.to_pixels_xy(face.points_xy), colors, radius=radius)
-        if face.named_xy is not None:
-            named = photo.to_pixels_xy(face.named_xy)
-            image = draw_points(image, named, [(0, 0, 0)] * len(named), radius=radius + 2, marker="cross")
-            image = draw_points(image, named, [NAMED_RGB] * len(named), radius=radius + 1, marker="cross")
-    return image
+            for label, (x, y) in zip(labels, [p for block in points for p in block])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,41 +317,27 @@ def crop_settings(config: dict) -> str:
 
 
 def shipped_model_note() -> str:
-    """What the help says of the shipped model: its crops, read from the file when it is there."""
+    """What the help says of the shipped model: its crops and face finder, read from the file when it is there."""
     if not DEFAULT_CHECKPOINT.is_file():
         return "it is not in this copy of the repository yet: make it with bash scripts/ship_model.sh MTFL_FOLDER"
     try:
-        config = read_checkpoint(DEFAULT_CHECKPOINT)["config"]
-    except (UserError, KeyError, TypeError):
+        ckpt = read_checkpoint(DEFAULT_CHECKPOINT)
+        config, finder = ckpt["config"], ckpt.get("face_crop", {}).get("finder", "haar")
+    except (UserError, KeyError, TypeError, AttributeError):
         return "it does not read as a checkpoint (a partial copy?)"
-    return f"the shipped model sees {crop_settings(config)}; K={config['model']['num_points']}"
+    return (f"the shipped model sees {crop_settings(config)}; K={config['model']['num_points']}; its face-crop "
+            f"map was fitted on {finder} boxes")
 
 
-@dataclass
-class Detector:
-    """A loaded checkpoint with what detect.py needs of it."""
-
-    model: torch.nn.Module
-    file: Path
-    ckpt: dict
-    size: int
-    num_points: int
-    cropping: FaceCropping | None
-    regressor: RidgeModel | None
-
-
-def load_detector(checkpoint: str | None, device: torch.device) -> Detector:
-    """The model of --checkpoint (default: the shipped one), its face-crop map and named-point regressor."""
-    if checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
-        raise UserError(f"{DEFAULT_CHECKPOINT}: the shipped model is not in this copy of the repository; make it "
-                        "with bash scripts/ship_model.sh MTFL_FOLDER, or pass --checkpoint RUN/last.pt")
-    file = find_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
-    model, model_cfg, ckpt = load_model(file, device)
-    cropping = (FaceCropping.from_dict(ckpt["face_crop"], str(file), model_cfg.num_points) if "face_crop" in ckpt
-                else None)
-    regressor = read_named_points(ckpt, model_cfg.num_points, str(file))
-    return Detector(model, file, ckpt, int(ckpt["config"]["data"]["image_size"]), model_cfg.num_points, cropping,
-                    regressor)
+def check_finder(detector: Detector, faces: str | None, mode: str) -> str | None:
+    """The face finder of a run: the checkpoint's (`--faces` may name it; another is refused in one line)."""
+    if mode != "faces":
+        return None
+    if faces is not None and faces != detector.finder:
+        raise UserError(f"--faces {faces}: {detector.file}'s face-crop map was fitted on {detector.finder} boxes, and "
+                        f"a map is wrong on another finder's boxes; drop --faces (or export the model with "
+                        f"export_model.py --faces {faces})")
+    return detector.finder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,14 +347,15 @@ def load_detector(checkpoint: str | None, device: torch.device) -> Detector:
 
 @dataclass
 class Job:
-    """What every photo goes through: the crop mode and its boxes, the detector's crop side and map."""
+    """What every photo goes through: the crop mode and its boxes, how photos are read, the face finder."""
 
     mode: str
-    size: int
-    cropping: FaceCropping | None
     box: Box | None = None
     boxes: dict[Path, list[GivenBox]] = field(default_factory=dict)
     skip_bad_images: bool = False
+    upright: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    finder: str | None = None  # the face finder of --crop faces (None otherwise)
 
 
 @dataclass
@@ -336,21 +365,20 @@ class Prepared:
     path: Path
     photo: Photo | None
     faces: list[FaceInput]
-    searched: bool = False  # whether the faces were searched for (not given)
 
 
-def prepare_photo(path: Path, job: Job) -> Prepared:
+def prepare_photo(path: Path, job: Job, detector: Detector) -> Prepared:
     """Read a photo and make its faces' detector inputs (in a worker thread)."""
     try:
-        photo = read_photo(path)
+        photo = read_photo(path, job.upright, job.max_pixels)
     except UserError:
         if not job.skip_bad_images:
             raise
         return Prepared(path, None, [])
     if job.mode == "faces":
-        return Prepared(path, photo, photo_face_inputs(photo, job.size, job.cropping), searched=True)
+        return Prepared(path, photo, photo_inputs(photo, detector))
     if job.mode != "box":
-        return Prepared(path, photo, [face_input(photo, crop_box(photo.size_wh, job.mode), job.size)])
+        return Prepared(path, photo, [face_input(photo, crop_box(photo.size_wh, job.mode), detector.size)])
     if job.box is not None:
         try:
             given = [crop_box(photo.size_wh, "box", job.box)]
@@ -360,8 +388,7 @@ def prepare_photo(path: Path, job: Job) -> Prepared:
         given = [g.box for g in job.boxes.get(path, [])]
         for g in job.boxes.get(path, []):
             check_inside(g.box, photo.size_wh, f"{g.where}: box", path)
-    ordered = sorted(given, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))  # largest first, stable
-    return Prepared(path, photo, [face_input(photo, b, job.size, job.cropping) for b in ordered])
+    return Prepared(path, photo, photo_inputs(photo, detector, given))
 
 
 @dataclass
@@ -375,20 +402,26 @@ class Tally:
     skipped: list[Path] = field(default_factory=list)
 
 
-def write_batch(batch: list[Prepared], detector: Detector, device: torch.device, out: Path, stems: dict,
-                rows: csv.writer, tally: Tally, bar: tqdm) -> None:
+def source_of(job: Job) -> str:
+    """How the faces of a run came: 'found by yunet', 'given', 'centre crop', 'whole image'."""
+    return {"faces": f"found by {job.finder}", "box": "given", "centre": "(centre crop)",
+            "full": "(whole image)"}[job.mode]
+
+
+def write_batch(batch: list[Prepared], detector: Detector, job: Job, out: Path, pictures: dict, rows: csv.writer,
+                tally: Tally, bar: tqdm) -> None:
     """Detect the faces of a batch of photos; write each photo's picture, then its rows."""
     faces = [face for prepared in batch for face in prepared.faces]
     looks_regressor = detector.cropping.looks_regressor if detector.cropping else None
-    found = iter(locate_faces(detector.model, faces, detector.size, device, detector.regressor,
+    found = iter(locate_faces(detector.model, faces, detector.size, detector.device, detector.regressor,
                               looks_regressor=looks_regressor))
-    colors = distinct_colors(detector.num_points)
     for prepared in batch:
         if prepared.photo is None:
             tally.skipped.append(prepared.path)
             continue
         mine = [next(found) for _ in prepared.faces]
-        save_png(out / f"{stems[prepared.path]}_landmarks.png", draw_faces(prepared.photo, mine, colors))
+        picture = draw_faces(prepared.photo, mine, source_of(job))
+        save_picture(out / pictures[prepared.path], picture)
         for index, face in enumerate(mine):  # after its picture: the CSV holds rows of finished images only
             face_rows = csv_rows(str(prepared.path), index, face)
             rows.writerows(face_rows)
@@ -396,32 +429,75 @@ def write_batch(batch: list[Prepared], detector: Detector, device: torch.device,
         tally.photos, tally.faces = tally.photos + 1, tally.faces + len(mine)
         if not mine:
             tally.faceless += 1
-            bar.write(f"note: {prepared.path}: {'no face found' if prepared.searched else 'no face box given'}; "
+            bar.write(f"note: {prepared.path}: {'no face found' if job.mode == 'faces' else 'no face box given'}; "
                       "no rows for it", file=sys.stderr)
 
 
+def save_picture(path: Path, image_rgb) -> None:
+    """Write a picture as PNG (its folder made); cv2 writes BGR."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(None, "OpenCV could not write the PNG (a full disk or an unwritable folder?)", str(path))
+
+
 def write_landmarks(detector: Detector, job: Job, paths: Sequence[Path], out: Path, args: argparse.Namespace,
-                    device: torch.device) -> Tally:
+                    tally: Tally) -> None:
     """Read and cut photos in worker threads while the detector runs on batches of their faces; write
-    landmarks.csv (flushed after each batch) and a picture per photo."""
-    stems = dict(zip(paths, output_stems(paths)))
-    out.mkdir(parents=True, exist_ok=True)
-    tally, batch = Tally(), []
+    landmarks.csv (flushed after each batch) and a picture per photo. A bad image (without --skip-bad-images)
+    or Ctrl-C first writes the photos read before it, then stops."""
+    pictures = dict(zip(paths, picture_names(paths)))
+    batch: list[Prepared] = []
     bar = tqdm(total=len(paths), desc="detect", unit="image", disable=args.quiet or len(paths) < 2, leave=False)
     with open(out / "landmarks.csv", "w", newline="", encoding="utf-8") as csv_file:
         rows = csv.writer(csv_file, lineterminator="\n")
         rows.writerow(CSV_FIELDS)
         csv_file.flush()
-        for prepared in ordered_map(partial(prepare_photo, job=job), paths, args.workers):
-            batch.append(prepared)
-            if sum(len(p.faces) for p in batch) >= args.batch_size:
-                write_batch(batch, detector, device, out, stems, rows, tally, bar)
-                csv_file.flush()
-                bar.update(len(batch))
-                batch = []
-        write_batch(batch, detector, device, out, stems, rows, tally, bar)
-    bar.close()
-    return tally
+        try:
+            for prepared in ordered_map(partial(prepare_photo, job=job, detector=detector), paths, args.workers):
+                batch.append(prepared)
+                if sum(len(p.faces) for p in batch) >= args.batch_size:
+                    done, batch = batch, []
+                    write_batch(done, detector, job, out, pictures, rows, tally, bar)
+                    csv_file.flush()
+                    bar.update(len(done))
+        except (UserError, KeyboardInterrupt):  # a bad image or Ctrl-C: the photos read before it keep their rows
+            write_batch(batch, detector, job, out, pictures, rows, tally, bar)
+            raise
+        finally:
+            bar.close()
+        write_batch(batch, detector, job, out, pictures, rows, tally, bar)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def finder_record(finder: str | None) -> dict | str:
+    """What run.json says of the face finder: its name and, for YuNet, its file and sha256."""
+    if finder == "yunet":
+        return {"name": "yunet", "file": YUNET_FILE.name, "sha256": YUNET_SHA256}
+    return {"name": "haar", "file": "haarcascade_frontalface_alt2.xml (inside OpenCV)",
+            "opencv": cv2.__version__} if finder == "haar" else "none (faces given or cropped by --crop)"
+
+
+def write_provenance(out: Path, detector: Detector, job: Job, paths: Sequence[Path], tally: Tally | None,
+                     argv: Sequence[str]) -> None:
+    """run.json beside landmarks.csv: the command, the model file and its sha256, the face finder, the
+    coordinate frame, the picture of each image; the counts once the run is done (null before)."""
+    frame = "displayed (EXIF orientation applied)" if job.upright else "stored (EXIF orientation ignored)"
+    record = {
+        "command": shlex.join(["python", "detect.py", *argv]),
+        "cwd": os.getcwd(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(), "model": {"file": str(detector.file), "sha256": file_sha256(detector.file)},
+        "crop": job.mode, "face_finder": finder_record(job.finder),
+        "frame": frame, "coordinates": "(x, y) pixels of the image in that frame, pixel centres, (0, 0) the "
+        "centre of the top-left pixel", "max_pixels": job.max_pixels,
+        "pictures": {name: str(path) for path, name in zip(paths, picture_names(paths))},
+        "done": None if tally is None else {"images": tally.photos, "faces": tally.faces, "rows": tally.rows,
+                                             "skipped": [str(p) for p in tally.skipped]},
+    }
+    atomic_write(out / "run.json", lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,16 +514,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a checkpoint file or a run folder (its last.pt; pass best.pt explicitly to use the best one); "
                         f"default: the shipped model {DEFAULT_CHECKPOINT.relative_to(DEFAULT_CHECKPOINT.parents[1])}")
     p.add_argument("--out", type=Path, default=Path("results/detect"),
-                   help="output folder for <stem>_landmarks.png and landmarks.csv (default: %(default)s); one that "
+                   help="output folder for the pictures, landmarks.csv and run.json (default: %(default)s); one that "
                         "holds files already is kept and the results go to the next free <out>-2, <out>-3, ...")
     p.add_argument("--crop", choices=CROP_MODES, default=None,
                    help="what the detector sees: faces = faces found in each photo (default with a checkpoint "
                         "that carries a face-crop map), centre = centred square (default otherwise), full = whole "
                         "image squeezed to a square, box = the --box or --boxes face boxes (default when given)")
+    p.add_argument("--faces", choices=FINDERS, default=None,
+                   help="the face finder of --crop faces; default and only choice: the one the checkpoint's "
+                        "face-crop map was fitted on (yunet for the shipped model; haar for checkpoints exported "
+                        "before YuNet). Another is refused: a map fitted on one finder's boxes is wrong on another's")
     p.add_argument("--box", default=None, metavar="x0,y0,x1,y1",
                    help="a face box in image pixels (x1, y1 exclusive), the same for every image")
     p.add_argument("--boxes", type=Path, default=None, metavar="FILE.csv",
                    help="face boxes per image: a CSV with the header image,x0,y0,x1,y1 and one line per face")
+    p.add_argument("--frame", choices=FRAMES, default="displayed",
+                   help="displayed (default): photos turned upright by their EXIF orientation, as viewers show "
+                        "them, and every coordinate in that frame; stored: the pixel rows as the file holds them "
+                        "(the frame of annotations made on the stored pixels, e.g. MTFL's)")
+    p.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+                   help="refuse (or with --skip-bad-images skip) images of more megapixels than this, read from "
+                        "the header before decoding (default: %(default)g MP; a 200 MP photo takes about 1.5 GB)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="faces per forward pass (default: %(default)s); lower it if memory runs out. "
@@ -456,8 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads that read photos and find faces while the detector runs (default: %(default)s; "
                         "0: all in one thread). Results do not depend on it")
     p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip images that do not decode or are truncated (counted and reported) instead of stopping; "
-                        "without it the CSV keeps the rows of the images done before the bad one")
+                   help="skip images that do not decode, are truncated or are over --max-pixels (counted and "
+                        "reported) instead of stopping; without it the run stops at the first bad image, and "
+                        "landmarks.csv keeps the rows of every image before it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -482,64 +570,92 @@ def usable_cores() -> int:
     return len(affinity(0)) if affinity else (os.cpu_count() or 1)
 
 
-def describe(detector: Detector, mode: str, device: torch.device, images: int) -> str:
-    """The first line of a run: the checkpoint, what it sees, the crop and the named points."""
-    crop = {"faces": "faces found (Haar cascade) -> training crops", "centre": "centred square",
+def describe(detector: Detector, job: Job, images: int) -> str:
+    """The first line of a run: the checkpoint, what it sees, the crop and face finder, the named points."""
+    crop = {"faces": f"faces found ({job.finder}) -> training crops", "centre": "centred square",
             "full": "whole image", "box": "given face boxes" + (" -> training crops" if detector.cropping else "")}
     named = (f"named points fitted on {detector.ckpt['named_points'].get('fitted_on', '?')}" if detector.regressor
              else "no named points (the checkpoint has no regressor)")
     return (f"checkpoint {checkpoint_identity(detector.file)} (step {detector.ckpt['step']}, K={detector.num_points}) "
-            f"on {device}: {crop_settings(detector.ckpt['config'])}; {plural(images, 'image')}, crop {crop[mode]}; "
-            f"{named}")
+            f"on {detector.device}: {crop_settings(detector.ckpt['config'])}; {plural(images, 'image')}, crop "
+            f"{crop[job.mode]}; {named}; {'displayed' if job.upright else 'stored'} frame")
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Detect, draw and write; returns the CSV path. User mistakes raise UserError."""
-    box = parse_box(args.box) if args.box is not None else None
-    for flag, value, minimum in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+def check_options(args: argparse.Namespace) -> None:
+    """One-line errors for option values out of range and option conflicts, before any file is read."""
+    for flag, value, minimum in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                                 ("--max-pixels", args.max_pixels, 1e-6)):
         if value < minimum:
-            raise UserError(f"{flag} {value}: expected >= {minimum}")
-    resolve_crop(args.crop, args.box, args.boxes, True)  # option conflicts, before any file is read
-    paths = find_images(args.inputs)
-    boxes = read_boxes_file(args.boxes, paths) if args.boxes is not None else {}
+            raise UserError(f"{flag} {value}: expected >= {minimum:g}")
+    resolve_crop(args.crop, args.box, args.boxes, True)
+
+
+def summary(out: Path, tally: Tally, job: Job, seconds: float) -> str:
+    """The last line of a run: what was written, by which finder, how fast."""
+    return (f"wrote {out / 'landmarks.csv'} ({tally.rows} rows: {plural(tally.faces, 'face')} "
+            + (f"found by {job.finder} " if job.finder else "")
+            + f"in {plural(tally.photos, 'image')}{f', {tally.faceless} without a face' if tally.faceless else ''}), "
+            f"run.json and {plural(tally.photos, 'picture')} to {out}"
+            + (f"; skipped {len(tally.skipped)} bad images" if tally.skipped else "")
+            + f"; {seconds:.1f} s, {tally.photos / max(seconds, 1e-9):.1f} photos/s")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
+    """Detect, draw and write; returns the CSV path. User mistakes raise UserError."""
+    check_options(args)
+    box = parse_box(args.box) if args.box is not None else None
     out = free_out_folder(args.out)
+    paths, notes = find_images(args.inputs, args.out)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    upright = args.frame == "displayed"
+    boxes = read_boxes_file(args.boxes, paths, upright) if args.boxes is not None else {}
     check_writable_folder(out, "the pictures and landmarks.csv (--out)")  # before the model is loaded
     if out != args.out:
         print(f"{args.out} holds an earlier run's files: writing to {out}")
-    device = resolve_device(args.device)
-    detector = load_detector(args.checkpoint, device)
+    if args.checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
+        raise UserError(f"{DEFAULT_CHECKPOINT}: the shipped model is not in this copy of the repository; make it "
+                        "with bash scripts/ship_model.sh MTFL_FOLDER, or pass --checkpoint RUN/last.pt")
+    detector = load_detector(args.checkpoint or DEFAULT_CHECKPOINT, resolve_device(args.device))
     mode = resolve_crop(args.crop, args.box, args.boxes, detector.cropping is not None)
     if mode == "faces" and detector.cropping is None:
         raise UserError(f"{detector.file}: no face-crop map (from a face box to the crop it was trained on) to find "
                         "faces with; export one with export_model.py, or use --crop centre/full or --box")
-    print(describe(detector, mode, device, len(paths)))
+    job = Job(mode, box, boxes, args.skip_bad_images, upright, round(args.max_pixels * 1e6),
+              check_finder(detector, args.faces, mode))
+    print(describe(detector, job, len(paths)))
     cv2.setNumThreads(1)  # the worker threads are the parallelism
     quiet_header_reads()
-    job = Job(mode, detector.size, detector.cropping, box, boxes, args.skip_bad_images)
-    start, threads = time.perf_counter(), torch.get_num_threads()
-    if device.type == "cpu":  # the cores the workers leave; torch's spinning threads would slow them down
+    start, threads, tally = time.perf_counter(), torch.get_num_threads(), Tally()
+    if detector.device.type == "cpu":  # the cores the workers leave; torch's spinning threads would slow them down
         torch.set_num_threads(max(1, usable_cores() - args.workers))
+    kept = f"{out / 'landmarks.csv'} keeps the rows of the images done before"
     try:
-        tally = write_landmarks(detector, job, paths, out, args, device)
+        out.mkdir(parents=True, exist_ok=True)
+        write_provenance(out, detector, job, paths, None, argv)
+        write_landmarks(detector, job, paths, out, args, tally)
+        write_provenance(out, detector, job, paths, tally, argv)
     except OSError as exc:  # a full disk: landmarks.csv keeps the rows flushed before
-        raise UserError(f"{exc.filename or out}: cannot write ({os_reason(exc)}); {out / 'landmarks.csv'} keeps the "
-                        "rows of the images done before; make room (or choose --out), then run again") from None
+        raise UserError(f"{exc.filename or out}: cannot write ({os_reason(exc)}); {kept}; make room (or choose "
+                        "--out), then run again") from None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted (Ctrl-C) after {plural(tally.photos, 'image')}; {kept}") from None
     finally:
         torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
     if tally.skipped:
-        warnings.warn(f"skipped {len(tally.skipped)} of {len(paths)} images that do not decode "
+        warnings.warn(f"skipped {len(tally.skipped)} of {len(paths)} images that do not decode or are too large "
                       f"(first: {tally.skipped[0]})", SkippedDataWarning, stacklevel=2)
-    print(f"wrote {out / 'landmarks.csv'} ({tally.rows} rows: {plural(tally.faces, 'face')} in "
-          f"{plural(tally.photos, 'image')}{f', {tally.faceless} without a face' if tally.faceless else ''}) and "
-          f"{plural(tally.photos, 'picture')} to {out}"
-          + (f"; skipped {len(tally.skipped)} bad images" if tally.skipped else "")
-          + f"; {seconds:.1f} s, {tally.photos / max(seconds, 1e-9):.1f} photos/s")
+    print(summary(out, tally, job, time.perf_counter() - start))
     return out / "landmarks.csv"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return exit_code_of(run, build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return exit_code_of(run, build_parser().parse_args(argv), argv)
+    except KeyboardInterrupt as exc:  # one line, not a traceback; what was written stays
+        print(f"error: {exc or 'interrupted (Ctrl-C) before any image was done'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

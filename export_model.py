@@ -6,12 +6,13 @@
 On the faces of an annotated split (default mtfl-train; any annotated split works, e.g. mafl-train of
 the synthetic CelebA-layout set) it fits, and stores beside the detector's weights:
 
-1. the face-crop map: faces are found with OpenCV's Haar cascade (`datasets.faces.find_faces`); the face
-   whose box holds the annotated eye centre is paired with its training crop (the landmark-driven box
-   with the checkpoint's margin data.tight), and `fit_box_to_crop` learns the map from the one to the
-   other; `work_side` is the median longer side of those crops, in pixels;
+1. the face-crop map: faces are found by --faces (YuNet by default, `inference.finders`; the map records
+   the finder, and detect.py uses it); the face whose box holds the annotated eye centre is paired with
+   its training crop (the landmark-driven box with the checkpoint's margin data.tight), and
+   `fit_box_to_crop` learns the map from the one to the other; `work_side` is the median longer side of
+   those crops, in pixels;
 2. the named-point regressor: the detector runs on the crops detect.py makes from those face boxes
-   (`datasets.faces.face_input`, the same function), and a ridge map (reg 1e-4) from its K points to the
+   (`inference.crops.face_input`, the same function), and a ridge map (reg 1e-4) from its K points to the
    five annotated points in the same crops (128-px crop pixels) is fitted. Fitted on these crops rather
    than on landmark-driven ones, it scored 8.3 % instead of 10.4 % NME on the faces found in the 1,000 MTFL
    validation photos (a configs/mtfl_cpu.yaml model; python -m bench.detect --annotations mtfl-val);
@@ -44,9 +45,10 @@ import numpy as np
 import torch
 
 from datasets import load_records
-from datasets.faces import (CASCADE_FILE, BoxToCrop, FaceCropping, FaceInput, Photo, face_holding, face_input,
-                            fit_box_to_crop, photo_face_inputs, photo_faces, quiet_header_reads, read_photo,
-                            thread_cascade)
+from inference.crops import BoxToCrop, FaceCropping, FaceInput, face_input, fit_box_to_crop, photo_face_inputs
+from inference.finders import DEFAULT_FINDER, FINDERS, face_holding, photo_faces, thread_finder
+from inference.photo import Photo, quiet_header_reads, read_photo
+from inference.points import detect_crops, locate_faces, look_points, read_named_points, to_eval_scale
 from datasets.records import FaceRecord
 from datasets.synthetic import render_face
 from datasets.transforms import landmark_crop_box, points_to_crop
@@ -56,7 +58,7 @@ from utils.checkpoint import DETECTOR_ONLY, FORMAT, atomic_torch_save, checkpoin
 from utils.dataset_registry import EVAL_SPLITS, SPLIT_LAYOUTS
 from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
-from utils.extraction import detect_crops, locate_faces, look_points, ordered_map, read_named_points, to_eval_scale
+from utils.extraction import ordered_map
 from utils.files import atomic_write, check_writable_folder, os_reason
 from utils.geometry import EVAL_CROP_SIZE
 from utils.landmarks import LANDMARK_NAMES
@@ -79,10 +81,11 @@ class TrainingFace:
     crop_box: tuple[int, int, int, int]
 
 
-def find_training_face(record: FaceRecord, tight: int) -> TrainingFace | None:
-    """The cascade's face holding the annotated eye centre, paired with its landmark-driven crop (or None)."""
-    photo = read_photo(record.path)
-    boxes = photo_faces(photo, thread_cascade())
+def find_training_face(record: FaceRecord, tight: int, finder: str = DEFAULT_FINDER) -> TrainingFace | None:
+    """The finder's face holding the annotated eye centre, paired with its landmark-driven crop (or None); the
+    photo in its stored frame, as its annotation."""
+    photo = read_photo(record.path, upright=False)
+    boxes = photo_faces(photo, thread_finder(finder))
     index = face_holding(boxes, record.points_xy[:2].mean(axis=0))
     if index is None:
         return None
@@ -109,7 +112,7 @@ def look_maps(main: BoxToCrop) -> tuple[BoxToCrop, ...]:
 
 def crop_training_face(face: TrainingFace, size: int, cropping: FaceCropping) -> tuple[FaceInput, np.ndarray]:
     """(the detector inputs detect.py makes from the face box, the annotated points in its main crop at 128 px)."""
-    made = face_input(read_photo(face.record.path), face.face_box, size, cropping)
+    made = face_input(read_photo(face.record.path, upright=False), face.face_box, size, cropping)
     return made, points_to_crop(face.record.points_xy, made.seen_box, EVAL_CROP_SIZE)
 
 
@@ -157,7 +160,7 @@ def shipped_checkpoint(ckpt: dict, source: Path, cropping: FaceCropping, regress
         "exported_from": checkpoint_identity(source),
         "named_points": {"regressor": regressor.to_dict(), "names": list(LANDMARK_NAMES), "reg": REG,
                          "fitted_on": fitted_on},
-        "face_crop": {**cropping.to_dict(), "cascade": CASCADE_FILE, "fitted_on": fitted_on,
+        "face_crop": {**cropping.to_dict(), "fitted_on": fitted_on,
                       "faces_found": [found, total]},
     }
 
@@ -171,7 +174,7 @@ def expected_photos(data_root: Path, split: str) -> list[tuple[dict, Photo]]:
         photos.append(({"source": "synthetic", "seed": list(seed)}, Photo.of(image_rgb)))
     if SPLIT_LAYOUTS.get(split) == "mtfl":
         for record in load_records("mtfl-val", data_root)[:MTFL_EXPECTED]:
-            photos.append(({"source": "mtfl-val", "name": record.name}, read_photo(record.path)))
+            photos.append(({"source": "mtfl-val", "name": record.name}, read_photo(record.path, upright=False)))
     return photos
 
 
@@ -208,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="mtfl-train", choices=[s for s in EVAL_SPLITS if s != "folder"],
                    help="the annotated split whose faces the map and regressor are fitted on (default %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="only the first N faces of the split (quicker)")
+    p.add_argument("--faces", choices=FINDERS, default=DEFAULT_FINDER, help="the face finder whose boxes the face-crop "
+                   "map and regressors are fitted on; detect.py then uses it (default %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="threads reading photos and finding faces (default 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ... (default: auto)")
     return p.parse_args(argv)
@@ -232,12 +237,13 @@ def run(args: argparse.Namespace) -> Path:
           f"margin {tight}) with {len(records)} {args.split} faces of {args.data_root}")
     start = time.perf_counter()
     quiet_header_reads()
-    found = [f for f in ordered_map(partial(find_training_face, tight=tight), records, args.workers) if f]
+    found = [f for f in ordered_map(partial(find_training_face, tight=tight, finder=args.faces), records,
+                                    args.workers) if f]
     if len(found) < MIN_FACES:
         raise UserError(f"{args.data_root} ({args.split}): the face finder found {len(found)} of {len(records)} "
                         f"annotated faces; need at least {MIN_FACES} to fit the face-crop map and the regressor")
     cropping = fit_cropping(found, len(records), args.split)
-    cropping = replace(cropping, looks=look_maps(cropping.box_to_crop))
+    cropping = replace(cropping, looks=look_maps(cropping.box_to_crop), finder=args.faces)
     detected, looks, annotated = detect_training_faces(model, found, size, cropping, device, args.workers)
     regressor = fit_named_points(detected, annotated)
     cropping = replace(cropping, looks_regressor=fit_named_points(looks, annotated, 1 + len(cropping.looks)))

@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from datasets import load_records
-from datasets.faces import FaceCropping, face_holding
+from inference.api import SHIPPED_CHECKPOINT
+from inference.crops import FaceCropping
+from inference.finders import face_holding
 from datasets.records import image_size_wh
 from datasets.transforms import crop_to_image_xy
 from utils.checkpoint import read_checkpoint
 from utils.dataset_registry import IMAGE_SUFFIXES
 from utils.errors import UserError, exit_code_of
-from utils.extraction import SHIPPED_CHECKPOINT
 from utils.geometry import EVAL_CROP_SIZE
 from utils.landmarks import LANDMARK_NAMES
 from utils.metrics import RidgeModel, interocular_distance, norm_to_crop_px, normalised_point_errors
@@ -47,7 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_detect(photos: list[Path], args: argparse.Namespace, out: Path) -> dict:
     """Run detect.py on the photos in a child process; its timings and CPU seconds."""
-    command = [sys.executable, str(REPO / "detect.py"), "--out", str(out), "--quiet", "--workers", str(args.workers)]
+    command = [sys.executable, str(REPO / "detect.py"), "--out", str(out), "--quiet", "--workers", str(args.workers),
+               "--frame", "stored" if args.annotations else "displayed"]  # annotations are in stored pixels
     command += ["--checkpoint", str(args.checkpoint)] if args.checkpoint else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,16 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-import datasets.faces
+import inference.photo
 import detect
 import train
 from conftest import tiny_train_overrides
-from datasets.faces import BoxToCrop, crop_for_model, face_crop
+from inference.crops import BoxToCrop, crop_for_model, face_crop
 from datasets.synthetic import render_face
 from datasets.transforms import crop_to_image_xy, points_to_crop
-from detect import crop_box, main, output_stems
+from detect import crop_box, main, picture_names
 from model import load_model
-from utils.extraction import detect_crops
+from inference.points import detect_crops
+from utils.checkpoint import file_sha256
+from utils.errors import UserError
 from utils.landmarks import LANDMARK_NAMES
 from utils.metrics import RidgeModel
 
@@ -154,9 +157,12 @@ def test_crop_for_model_puts_content_where_the_mapping_says(box):
     np.testing.assert_allclose(crop_to_image_xy(centroid, box, 32), centre, atol=0.05)
 
 
-def test_output_stems_are_distinct():
-    paths = [Path("a/1.jpg"), Path("b/1.jpg"), Path("b/2.png"), Path("b/x.png"), Path("b/x.jpg")]
-    assert output_stems(paths) == ["a__1.jpg", "b__1.jpg", "2", "b__x.png", "b__x.jpg"]
+def test_picture_names_are_distinct_and_map_back_to_their_images():
+    paths = [Path("a/1.jpg"), Path("b/1.jpg"), Path("a__1.jpg.jpg"), Path("b/x.png"), Path("b/X.jpg"),
+             Path("b/x.jpg.png")]
+    assert picture_names(paths) == ["a/1_landmarks.png", "b/1_landmarks.png", "a__1.jpg_landmarks.png",
+                                    "b/x.png_landmarks.png", "b/X.jpg_landmarks.png", "b/x.jpg-2_landmarks.png"]
+    assert picture_names([Path("/photos/one.jpg")]) == ["one_landmarks.png"]
 
 
 # --- end to end: crops given by mode -------------------------------------------------------------
@@ -172,7 +178,7 @@ def test_full_crop_writes_k_rows_per_image_and_original_size_pictures(checkpoint
     names = ["000001.jpg", "000002.jpg", "sub/000003.jpg", "wide.png"]  # sorted, recursive
     assert [r["image"] for r in rows[::K]] == [str(images / n) for n in names] and len(rows) == K * len(names)
     assert {r["landmark"] for r in rows} == {str(k) for k in range(K)}  # no named points without a regressor
-    for name, stem in zip(names, ["000001", "000002", "000003", "wide"]):
+    for name, stem in zip(names, ["000001", "000002", "sub/000003", "wide"]):  # pictures mirror the folders
         h, w = cv2.imread(str(images / name)).shape[:2]
         assert box_of(rows, str(images / name)) == (0, 0, w, h)  # the region the detector saw
         points = points_of(rows, str(images / name))  # (K, 2)
@@ -233,7 +239,7 @@ def test_a_face_free_image_gives_no_rows_and_a_note(face_checkpoint, tmp_path, c
     captured = capsys.readouterr()
     assert (out / "landmarks.csv").read_text() == HEADER + "\n"
     assert captured.err == f"note: {tmp_path / 'wall.png'}: no face found; no rows for it\n"
-    assert "0 faces in 1 image" in captured.out and (out / "wall_landmarks.png").is_file()
+    assert "0 faces found by haar in 1 image" in captured.out and (out / "wall_landmarks.png").is_file()
 
 
 def test_several_faces_each_get_rows_the_largest_first(face_checkpoint, tmp_path):
@@ -293,10 +299,10 @@ def test_a_big_photo_is_decoded_reduced_and_reported_in_original_pixels(face_che
     the inputs differ by a few grey levels. Reporting reduced pixels would be off by about 1,000 px."""
     big = cv2.resize(synthetic_face_bgr(1), None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(tmp_path / "big.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert datasets.faces.reduction_factor((big.shape[1], big.shape[0])) == 2
+    assert inference.photo.reduction_factor((big.shape[1], big.shape[0])) == 2
     argv = ["--checkpoint", str(face_checkpoint), str(tmp_path / "big.jpg"), "--box", "361,769,1727,2135", "--quiet"]
     assert main(argv + ["--out", str(tmp_path / "reduced")]) == 0
-    monkeypatch.setattr(datasets.faces, "REDUCED_MIN_SIDE", 10**9)  # every photo decoded whole
+    monkeypatch.setattr(inference.photo, "REDUCED_MIN_SIDE", 10**9)  # every photo decoded whole
     assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
     reduced, whole = read_csv(tmp_path / "reduced" / "landmarks.csv"), read_csv(tmp_path / "whole" / "landmarks.csv")
     image = str(tmp_path / "big.jpg")
@@ -405,7 +411,7 @@ def test_help_explains_the_crop_modes_and_columns(capsys, monkeypatch, face_chec
     with pytest.raises(SystemExit):
         detect.main(["--help"])
     text = capsys.readouterr().out
-    assert "--crop {faces,centre,full,box}" in text and "x_orig = x0 + (x_crop + 0.5) * w / S - 0.5" in text
+    assert "--crop {faces,centre,full,box}" in text and "x = x0 + (x_crop + 0.5)" in text
     assert "image, face, x0, y0, x1, y1, landmark, x, y" in text and "--boxes FILE.csv" in text
     assert "the shipped model sees 32x32 crops with a 20 % margin" in text  # the checkpoint's own (synthetic: 20)
     assert "70 %" not in text
@@ -413,3 +419,153 @@ def test_help_explains_the_crop_modes_and_columns(capsys, monkeypatch, face_chec
     with pytest.raises(SystemExit):
         detect.main(["--help"])
     assert "not in this copy of the repository yet" in capsys.readouterr().out
+
+
+# --- issue 25: frames, finders, folders, pictures, provenance, the Python call ------------------------
+
+
+def test_an_exif_rotated_photo_gives_the_points_of_its_upright_copy(face_checkpoint, tmp_path):
+    """A face stored sideways with EXIF orientation 6 (turn 90 degrees clockwise to view) gives, in the displayed
+    frame (the default), the same box and points as the upright copy; the stored frame gives other numbers."""
+    from PIL import Image
+
+    upright = np.ascontiguousarray(synthetic_face_bgr(1)[..., ::-1])  # RGB
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # what orientation 6 turns back
+    exif = sideways.getexif()
+    exif[0x0112] = 6
+    sideways.save(tmp_path / "sideways.png", exif=exif.tobytes())
+    argv = ["--checkpoint", str(face_checkpoint), str(tmp_path / "upright.png"), str(tmp_path / "sideways.png"),
+            "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 0
+    rows = read_csv(tmp_path / "out" / "landmarks.csv")
+    first, second = str(tmp_path / "upright.png"), str(tmp_path / "sideways.png")
+    assert box_of(rows, first) == box_of(rows, second)
+    np.testing.assert_allclose(points_of(rows, second), points_of(rows, first), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(named_of(rows, second), named_of(rows, first), rtol=0, atol=1e-3)
+    assert main(argv + ["--out", str(tmp_path / "stored"), "--frame", "stored"]) == 0
+    stored = read_csv(tmp_path / "stored" / "landmarks.csv")
+    assert not [r for r in stored if r["image"] == second] or box_of(stored, second) != box_of(rows, second)
+
+
+def test_another_face_finder_than_the_maps_is_refused_in_one_line(face_checkpoint, images, tmp_path, capsys):
+    rc = main(["--checkpoint", str(face_checkpoint), str(images / "000001.jpg"), "--faces", "yunet", "--out",
+               str(tmp_path / "out")])
+    assert "--faces yunet: " in one_line_error(rc, capsys) and not (tmp_path / "out" / "landmarks.csv").exists()
+    assert main(["--checkpoint", str(face_checkpoint), str(images / "000001.jpg"), "--faces", "haar", "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 0
+    assert "found by haar" in capsys.readouterr().out
+
+
+def test_folders_follow_symlinks_name_broken_links_and_never_read_the_output(face_checkpoint, images, tmp_path,
+                                                                           capsys):
+    photos = tmp_path / "photos"
+    (photos / "a").mkdir(parents=True)
+    shutil.copy(images / "000001.jpg", photos / "a" / "1.jpg")
+    (photos / "linked").symlink_to(images / "sub", target_is_directory=True)  # holds 000003.jpg
+    (photos / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    shutil.copy(images / "000002.jpg", photos / "a__1.jpg.jpg")
+    (photos / "b").mkdir()
+    shutil.copy(images / "000002.jpg", photos / "b" / "1.jpg")
+    argv = ["--checkpoint", str(face_checkpoint), str(photos), "--out", str(photos / "out"), "--crop", "full",
+            "--quiet"]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert f"note: {photos / 'gone.jpg'}: skipped, a broken link" in first.err
+    rows = read_csv(photos / "out" / "landmarks.csv")
+    assert sorted({r["image"] for r in rows}) == sorted(str(photos / n) for n in
+                                                        ("a/1.jpg", "a__1.jpg.jpg", "b/1.jpg", "linked/000003.jpg"))
+    pictures = json.loads((photos / "out" / "run.json").read_text())["pictures"]
+    assert len(set(pictures)) == 4 and all((photos / "out" / name).is_file() for name in pictures)
+    assert sorted(pictures.values()) == sorted({r["image"] for r in rows})
+    assert main(argv) == 0  # the rerun goes to out-2 and reads neither out nor out-2
+    assert f"{photos / 'out'}: skipped, it is the output folder" in capsys.readouterr().err
+    assert {r["image"] for r in read_csv(photos / "out-2" / "landmarks.csv")} == {r["image"] for r in rows}
+
+
+def test_run_json_records_model_finder_frame_and_command(face_checkpoint, images, tmp_path):
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(face_checkpoint), str(images / "000001.jpg"), "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == {"file": str(face_checkpoint), "sha256": file_sha256(face_checkpoint)}
+    assert record["face_finder"]["name"] == "haar" and record["frame"].startswith("displayed")
+    assert record["command"].startswith("python detect.py --checkpoint") and record["done"]["images"] == 1
+    assert record["pictures"] == {"000001_landmarks.png": str(images / "000001.jpg")}
+
+
+def test_pictures_scale_their_markers_with_each_face_and_say_when_no_face_is_found(face_checkpoint, tmp_path):
+    from inference.drawing import marker_sizes
+
+    assert marker_sizes(120) == (2, 6, 1) and marker_sizes(1200) == (20, 60, 12) and marker_sizes(10) == (1, 2, 1)
+    wall = np.full((300, 400, 3), 127, np.uint8)
+    cv2.imwrite(str(tmp_path / "wall.png"), wall)
+    assert main(["--checkpoint", str(face_checkpoint), str(tmp_path / "wall.png"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    picture = cv2.imread(str(tmp_path / "out" / "wall_landmarks.png"))
+    assert picture.shape == wall.shape and (picture[:12, :60] != 127).any()  # the header "no face found by haar"
+    assert (picture[40:] == 127).all()  # and nothing else: no legend without named points
+
+
+def test_find_landmarks_on_an_array_a_pil_image_and_a_path_agree_with_detect(face_checkpoint, tmp_path):
+    from PIL import Image
+
+    from inference import find_landmarks, load_detector
+
+    image_rgb = np.ascontiguousarray(synthetic_face_bgr(1)[..., ::-1])
+    Image.fromarray(image_rgb).save(tmp_path / "face.png")
+    detector = load_detector(face_checkpoint)
+    from_array = find_landmarks(image_rgb, detector)
+    from_path = find_landmarks(tmp_path / "face.png", detector)
+    from_pil = find_landmarks(Image.open(tmp_path / "face.png"), str(face_checkpoint))
+    assert len(from_array) == 1 and from_array[0].points_xy.shape == (K, 2) and from_array[0].named_xy.shape == (5, 2)
+    assert main(["--checkpoint", str(face_checkpoint), str(tmp_path / "face.png"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    rows = read_csv(tmp_path / "out" / "landmarks.csv")
+    for found in (from_array, from_path, from_pil):
+        assert found[0].face_box == box_of(rows, str(tmp_path / "face.png"))
+        np.testing.assert_allclose(found[0].points_xy, points_of(rows, str(tmp_path / "face.png")), atol=1e-3)
+        np.testing.assert_allclose(found[0].named_xy, named_of(rows, str(tmp_path / "face.png")), atol=1e-3)
+    with pytest.raises(UserError, match=r"an image of shape \(4, 4, 4\) and dtype uint8: expected \(H, W, 3\)"):
+        find_landmarks(np.zeros((4, 4, 4), np.uint8), detector)
+
+
+# --- issue 26: Ctrl-C, the pixel limit, rows kept before a bad image ---------------------------------
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_rows_of_the_images_done(checkpoint, images, tmp_path, monkeypatch, capsys):
+    real, calls = detect.write_batch, []
+
+    def interrupted_second_batch(batch, *args):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(batch, *args)
+
+    monkeypatch.setattr(detect, "write_batch", interrupted_second_batch)
+    out = tmp_path / "out"
+    rc = main(["--checkpoint", str(checkpoint), str(images), "--crop", "full", "--batch-size", "1", "--workers", "0",
+               "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 130 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: interrupted (Ctrl-C) after 1 image; ") and "landmarks.csv keeps the rows" in err
+    assert {r["image"] for r in read_csv(out / "landmarks.csv")} == {str(images / "000001.jpg")}
+
+
+def test_a_photo_over_the_pixel_limit_is_one_line_or_skipped(checkpoint, images, tmp_path, capsys):
+    argv = ["--checkpoint", str(checkpoint), str(images / "000001.jpg"), str(images / "wide.png"), "--crop", "full",
+            "--max-pixels", "0.05", "--quiet"]  # 000001.jpg: 178 x 218 = 0.039 MP; wide.png: 258 x 248 = 0.064 MP
+    err = one_line_error(main(argv + ["--out", str(tmp_path / "a")]), capsys)
+    assert f"{images / 'wide.png'}: 258 x 248 pixels" in err and "above the limit of 0.05 MP (--max-pixels)" in err
+    with pytest.warns(UserWarning, match="skipped 1 of 2 images"):
+        assert main(argv + ["--out", str(tmp_path / "b"), "--skip-bad-images"]) == 0
+    assert {r["image"] for r in read_csv(tmp_path / "b" / "landmarks.csv")} == {str(images / "000001.jpg")}
+
+
+def test_a_bad_image_keeps_the_rows_of_every_image_before_it_in_its_batch(checkpoint, images, tmp_path, capsys):
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    rc = main(["--checkpoint", str(checkpoint), str(images / "000001.jpg"), str(images / "000002.jpg"),
+               str(tmp_path / "broken.jpg"), "--crop", "full", "--out", str(out), "--quiet"])  # one batch of 32
+    assert "broken.jpg: image does not decode" in one_line_error(rc, capsys)
+    assert [r["image"] for r in read_csv(out / "landmarks.csv")][::K] == [str(images / "000001.jpg"),
+                                                                          str(images / "000002.jpg")]

@@ -1,19 +1,22 @@
-"""datasets/faces.py: face boxes from OpenCV's shipped Haar cascade, and the map from a face box to a training crop."""
+"""inference/: face boxes (YuNet, the Haar cascade), photos of any size and frame, the map from a face box to a
+training crop, the pictures and find_landmarks."""
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-import datasets.faces
+import inference.finders
+import inference.photo
 from datasets.synthetic import render_face
 from utils.errors import UserError
-from utils.extraction import detect_crops, look_points
+from inference.points import detect_crops, look_points
 from utils.geometry import HEATMAP_STRIDE
 from utils.metrics import RidgeModel
-from datasets.faces import (CASCADE_FILE, BoxToCrop, FaceCropping, Photo, crop_for_model, face_crop, face_holding,
-                            face_input, find_faces, fit_box_to_crop, load_face_cascade, photo_faces, read_photo,
-                            reduction_factor)
+from inference.crops import BoxToCrop, FaceCropping, crop_for_model, face_crop, face_input, fit_box_to_crop
+from inference.finders import (CASCADE_FILE, FaceFinder, face_holding, find_faces, load_face_cascade, photo_faces,
+                               thread_finder)
+from inference.photo import Photo, read_photo, reduction_factor
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_a_large_photo_is_searched_on_a_downscaled_copy_and_boxes_come_back_in_i
 
 
 def test_an_opencv_without_the_cascade_is_one_line(monkeypatch):
-    monkeypatch.setattr(datasets.faces, "CASCADE_FILE", "no_such_cascade.xml")
+    monkeypatch.setattr(inference.finders, "CASCADE_FILE", "no_such_cascade.xml")
     with pytest.raises(UserError) as info:
         load_face_cascade()
     message = str(info.value)
@@ -145,7 +148,8 @@ def test_faces_of_a_reduced_photo_are_boxed_in_stored_pixels(cascade):
     image, _ = synthetic_face_rgb(1)
     (box,) = find_faces(image, cascade)
     photo = Photo(image, (178 * 4, 218 * 4), (4.0, 4.0))  # as if decoded at 1/4
-    assert photo_faces(photo, cascade) == [tuple(4 * v for v in box)]
+    haar = FaceFinder("haar", lambda image: find_faces(image, cascade))
+    assert photo_faces(photo, haar) == [tuple(4 * v for v in box)]
 
 
 def test_face_input_with_and_without_a_face_crop_map():
@@ -222,3 +226,82 @@ def test_face_holding_picks_the_largest_box_around_a_point():
     assert face_holding(boxes, np.array([50.0, 50.0])) == 0
     assert face_holding(boxes, np.array([250.0, 10.0])) == 2
     assert face_holding(boxes, np.array([150.0, 50.0])) is None
+
+
+# --- YuNet, the default face finder ---------------------------------------------------------------
+
+
+def test_the_yunet_file_and_its_note_are_tracked_by_git():
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files", "checkpoints"], cwd=repo, capture_output=True, text=True)
+    tracked = listed.stdout.split()
+    assert {"checkpoints/yunet_s_640_640.onnx", "checkpoints/README.md"} <= set(tracked)
+    note = (repo / "checkpoints" / "README.md").read_text()
+    assert inference.finders.YUNET_SHA256 in note and "Apache-2.0" in note and "ShiqiYu/libfacedetection.train" in note
+
+
+def test_yunet_finds_a_synthetic_face_around_its_eyes_in_the_photos_pixels():
+    image, points = synthetic_face_rgb(1)
+    big = cv2.resize(image, None, fx=5, fy=5, interpolation=cv2.INTER_CUBIC)  # searched on a copy 640 px long
+    boxes = thread_finder("yunet").find(big)
+    assert boxes and face_holding(boxes, 5 * points[:2].mean(axis=0) + 2) == 0
+    assert thread_finder("yunet").find(np.full((300, 400, 3), 127, np.uint8)) == []
+
+
+def test_a_yunet_file_with_another_sha256_is_one_line(tmp_path):
+    bad = tmp_path / "yunet.onnx"
+    bad.write_bytes(inference.finders.YUNET_FILE.read_bytes()[:-1] + b"x")
+    with pytest.raises(UserError, match=r"yunet\.onnx: sha256 [0-9a-f]{12}\.\.\. is not the shipped YuNet file's"):
+        inference.finders.load_yunet(bad)
+    with pytest.raises(UserError, match=r"missing\.onnx: cannot read the YuNet face finder"):
+        inference.finders.load_yunet(tmp_path / "missing.onnx")
+
+
+def test_a_face_crop_map_records_its_finder_and_older_ones_are_haar():
+    cropping = FaceCropping(BoxToCrop(0.0, 0.1, 1.2, 1.3), 40, finder="yunet")
+    assert FaceCropping.from_dict(cropping.to_dict(), "x.pt").finder == "yunet"
+    old = {key: value for key, value in cropping.to_dict().items() if key != "finder"} | {"cascade": CASCADE_FILE}
+    assert FaceCropping.from_dict(old, "x.pt").finder == "haar"
+    with pytest.raises(UserError, match=r"x\.pt: its face_crop was fitted on the face finder 'sift'"):
+        FaceCropping.from_dict(cropping.to_dict() | {"finder": "sift"}, "x.pt")
+
+
+# --- photo frames and the pixel limit -------------------------------------------------------------
+
+
+def save_with_orientation(path, image_rgb: np.ndarray, orientation: int) -> None:
+    """A lossless PNG of `image_rgb` (the stored pixels) whose EXIF says `orientation`."""
+    from PIL import Image
+
+    picture = Image.fromarray(image_rgb)
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    picture.save(path, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_exif_orientation_is_turned_as_pillow_turns_it(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    save_with_orientation(tmp_path / "p.png", stored, orientation)
+    photo = read_photo(tmp_path / "p.png")
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "p.png")).convert("RGB"))
+    assert np.array_equal(photo.pixels, expected) and photo.size_wh == (expected.shape[1], expected.shape[0])
+    assert photo.frame == "displayed"
+    assert np.array_equal(read_photo(tmp_path / "p.png", upright=False).pixels, stored)
+
+
+def test_a_photo_over_the_pixel_limit_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
+    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((300, 400, 3), np.uint8))
+
+    def no_decoding(*args):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(inference.photo, "decode_photo", no_decoding)
+    with pytest.raises(UserError, match=r"big\.png: 400 x 300 pixels \(0 MP\), above the limit of 0\.1 MP"):
+        read_photo(tmp_path / "big.png", max_pixels=100_000)
+    assert inference.photo.DEFAULT_MAX_PIXELS == 200_000_000
