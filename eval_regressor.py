@@ -21,7 +21,11 @@ The forward regressor of the main row (fitted on every training face) can be kep
 writes it (weights, K, the five names, the detections' checkpoint SHA-256, crop margin and size), and
 `--attach-to CHECKPOINT` stores it in that checkpoint as its `named_points`, so that detect.py writes the five
 named points too. The checkpoint must be the very file the detections were made with (same SHA-256) and have
-the same K; the file is then replaced atomically (its SHA-256 changes).
+the same K; the file is then replaced atomically (its SHA-256 changes), under the run folder's lock. A kept
+regressor needs at least 5 training faces per input (100 for K = 10) unless --force.
+
+The training and test files must come from the same data root (each records its own) unless
+--allow-different-roots is given. Ctrl-C stops it with one line; files written before stay whole.
 
 Deliberate differences from the reference, each behind a named switch: the few-shot draws use exactly
 N images over --repeats seeded draws (`--reference-fewshot`: one draw of N + 1), and the backward error
@@ -38,10 +42,11 @@ from pathlib import Path
 
 from utils.dataset_registry import BENCHMARKS
 from utils.errors import UserError
-from utils.checkpoint import file_sha256
+from utils.checkpoint import OUTPUT_RULE, check_output, file_sha256
 from utils.evaluation.detections import Detections, check_pair, dir_inputs, load_comparisons, load_detections
 from utils.evaluation.protocol import EvalConfig, check_sizes, evaluate
-from utils.evaluation.regressor_file import attach_regressor, check_attachable, regressor_record, save_regressor
+from utils.evaluation.regressor_file import (AttachTarget, attach_regressor, check_attachable, check_enough_faces,
+                                             regressor_record, save_regressor)
 from utils.evaluation.report import write_outputs
 from utils.files import check_writable_folder, os_reason
 from utils.metrics import SOLVERS, collapse_warning
@@ -49,7 +54,8 @@ DEFAULT_SIZES = "1,5,10,100,500,1000,5000,all"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=OUTPUT_RULE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("inputs (either --train/--test or --dir/--dataset)")
     src.add_argument("--train", type=Path, help="detections .npz of the training split (regressor fit)")
     src.add_argument("--test", type=Path, help="detections .npz of the test split (NME is reported on it)")
@@ -124,7 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         "tested on DIR's matching test file (found as with --dir), e.g. the detections of an untrained "
         "detector; repeatable. Use it to show what training adds; K may differ from ours",
     )
+    add_safety_options(p)
     return p
+
+
+def add_safety_options(p: argparse.ArgumentParser) -> None:
+    """--overwrite, --allow-different-roots and --force: each lets through something refused by default."""
+    p.add_argument("--overwrite", action="store_true", help="replace the results.* of --out and the "
+                   "--save-regressor file if they exist (refused without it)")
+    p.add_argument("--allow-different-roots", action="store_true", help="accept --train and --test files "
+                   "extracted from different data roots (a test set kept in another folder); refused without it")
+    p.add_argument("--force", action="store_true", help="keep (--save-regressor, --attach-to) a regressor fitted on "
+                   "fewer than 5 training faces per input")
 
 
 def parse_compare(items: list[str]) -> tuple[tuple[str, Path], ...]:
@@ -200,26 +217,35 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Load and check both files, run the protocol, write the report; 0 on success, 2 on a UserError."""
-    args = build_parser().parse_args(argv)
+    """Load and check both files, run the protocol, write the report; 0 on success, 2 on a UserError, 130 after
+    Ctrl-C."""
+    args, target = build_parser().parse_args(argv), None
     try:
         cfg = config_from_args(args)
+        check_outputs(args, cfg)
         check_writable_folder(cfg.out_dir, "the report (--out)")  # before the work, leaving nothing behind
         train, test = load_detections(cfg.train_path), load_detections(cfg.test_path)
         dataset = check_pair(train, test)
+        check_same_root(train, test, args.allow_different_roots)
         if cfg.fewshot and cfg.sizes_given:
             check_sizes(cfg.sizes, train)
         elif cfg.fewshot:
             cfg = dataclasses.replace(cfg, sizes=tuple(s for s in cfg.sizes if s == "all" or s <= train.n))
         comparisons = load_comparisons(cfg.compare, dataset, test)
-        check_regressor_outputs(args, train)
+        target = check_regressor_outputs(args, train)
         start = time.perf_counter()
         report, fits = evaluate(train, test, dataset, cfg, comparisons)
         markdown = write_outputs(report, fits, test, cfg.out_dir)
-        kept = keep_regressor(args, train, cfg)
+        kept = keep_regressor(args, train, cfg, target)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every write is atomic: each file is the old one or the new one, whole
+        print("\ninterrupted (Ctrl-C); the files written before it are whole", file=sys.stderr)
+        return 130
+    finally:
+        if target is not None:
+            target.release()
     print(markdown, end="")
     if warning := collapse_warning(report["collapse"]):
         print(f"warning: {cfg.test_path}: {warning}", file=sys.stderr)
@@ -229,17 +255,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_regressor_outputs(args: argparse.Namespace, train: Detections) -> None:
-    """Before the work: --save-regressor's folder takes files, --attach-to is the detections' checkpoint."""
+def check_outputs(args: argparse.Namespace, cfg: EvalConfig) -> None:
+    """The output rule (utils.checkpoint.OUTPUT_RULE) for --out's results.* and --save-regressor."""
+    inputs = [("--train", cfg.train_path), ("--test", cfg.test_path)]
+    for name in ("results.md", "results.json", "results.csv"):
+        check_output(cfg.out_dir / name, "--out", inputs, args.overwrite)
+    if args.save_regressor is not None:
+        check_output(args.save_regressor, "--save-regressor", inputs, args.overwrite)
+
+
+def check_same_root(train: Detections, test: Detections, allowed: bool) -> None:
+    """Refuse, in one line naming both, training and test detections extracted from different data roots."""
+    roots = [d.settings.get("data_root") for d in (train, test)]
+    if None in roots or allowed or Path(roots[0]).resolve() == Path(roots[1]).resolve():
+        return
+    raise UserError(f"{train.path} was extracted from data root {roots[0]} but {test.path} from {roots[1]}; "
+                    "extract both from the same copy, or give --allow-different-roots if the test set is kept apart")
+
+
+def check_regressor_outputs(args: argparse.Namespace, train: Detections) -> AttachTarget | None:
+    """Before the work: --save-regressor's folder takes files, the regressor has enough faces, --attach-to is
+    the detections' checkpoint (read once and locked: the returned target)."""
+    flags = [flag for flag, value in (("--save-regressor", args.save_regressor), ("--attach-to", args.attach_to))
+             if value is not None]
+    if flags:
+        check_enough_faces(train, " and ".join(flags), args.force)
     if args.save_regressor is not None:
         check_writable_folder(args.save_regressor.parent, "the regressor (--save-regressor)")
-    if args.attach_to is not None:
-        check_attachable(args.attach_to, train)
+    return check_attachable(args.attach_to, train) if args.attach_to is not None else None
 
 
-def keep_regressor(args: argparse.Namespace, train: Detections, cfg: EvalConfig) -> list[str]:
+def keep_regressor(args: argparse.Namespace, train: Detections, cfg: EvalConfig, target: AttachTarget | None
+                   ) -> list[str]:
     """Write and attach the forward regressor as asked; returns the lines to print."""
-    if args.save_regressor is None and args.attach_to is None:
+    if args.save_regressor is None and target is None:
         return []
     record = regressor_record(train, cfg.reg, cfg.bias, cfg.solver)
     lines = []
@@ -248,10 +297,10 @@ def keep_regressor(args: argparse.Namespace, train: Detections, cfg: EvalConfig)
             save_regressor(args.save_regressor, record)
             lines.append(f"wrote the forward regressor (K={record['k']}, {record['images']} faces) to "
                          f"{args.save_regressor}")
-        if args.attach_to is not None:
-            attach_regressor(args.attach_to, record)
-            lines.append(f"attached it to {args.attach_to} as named_points (the file changed: sha256:"
-                         f"{file_sha256(args.attach_to)[:12]})")
+        if target is not None:
+            attach_regressor(target, record)
+            lines.append(f"attached it to {target.path} as named_points (the file changed: sha256:"
+                         f"{file_sha256(target.path)[:12]})")
     except OSError as exc:
         raise UserError(f"{exc.filename}: cannot write ({os_reason(exc)}); the report is written") from None
     return lines

@@ -11,6 +11,8 @@ BatchNorm: `--bn-mode eval` (default) uses the running statistics, so a face's p
 depend on the other faces of its batch. `--bn-mode train` reproduces the reference, which never
 calls eval(): batch statistics over batches of `--batch-size` (30 in the reference). The two give
 different numbers; report which one you used.
+
+Ctrl-C stops it with one line; the splits written before stay, and the line names those left to do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import cv2
 from datasets import build_eval_dataset
 from datasets.synthetic import is_synthetic_root
 from model import load_model
-from utils.checkpoint import checkpoint_identity, file_sha256, find_checkpoint
+from utils.checkpoint import OUTPUT_RULE, check_output, checkpoint_identity, file_sha256, find_checkpoint
 from utils.dataset_registry import EVAL_SPLITS
 from utils.device import resolve_device
 from utils.errors import UserError, exit_code_of
@@ -37,7 +39,8 @@ PREVIEW_IMAGES = 16
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=OUTPUT_RULE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint file or a run folder (its last.pt; pass best.pt explicitly to use the best one)")
     p.add_argument("--data-root", required=True,
@@ -46,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--splits", default="mafl-train,mafl-test",
                    help=f"comma-separated splits to extract, from: {', '.join(EVAL_SPLITS)} (default: %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default: <run folder>/detections)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace <split>.npz files already in --out (refused without it: extract again on purpose)")
     p.add_argument("--batch-size", type=int, default=30,
                    help="faces per batch (default 30, the reference's); matters only with --bn-mode train")
     p.add_argument("--workers", type=int, default=4, help="data loading processes (default: %(default)s)")
@@ -69,10 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return exit_code_of(run, parse_args(argv))
+    written: list[Path] = []  # filled by run(): the .npz files done, for the line after a Ctrl-C
+    try:
+        return exit_code_of(run, parse_args(argv), written)
+    except KeyboardInterrupt:
+        done = ", ".join(str(path) for path in written) or "none"
+        print(f"\ninterrupted (Ctrl-C); written before it, whole: {done}", file=sys.stderr)
+        return 130
 
 
-def run(args: argparse.Namespace) -> list[Path]:
+def run(args: argparse.Namespace, written: list[Path] | None = None) -> list[Path]:
+    """Extract every split of --splits; returns the files written, each also appended to `written` as it is."""
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     unknown = [s for s in splits if s not in EVAL_SPLITS]
     if unknown or not splits:
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     checkpoint_sha256 = file_sha256(ckpt_file)
     identity = checkpoint_identity(ckpt_file, checkpoint_sha256)
     out_dir = Path(args.out) if args.out else ckpt_file.parent / "detections"
+    for split in splits:
+        check_output(out_dir / f"{split}.npz", "--out", [("--checkpoint", ckpt_file)], args.overwrite)
     check_writable_folder(out_dir, "the detections (--out)")  # before the work, leaving nothing behind
     datasets = {split: build_eval_dataset(split, args.data_root, image_size=image_size, tight=tight,
                                           skip_bad_images=args.skip_bad_images,
@@ -99,7 +113,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                 for split in splits}  # every data root and list is checked before anything is written
     print(f"checkpoint {identity} (step {ckpt['step']}, K={model_cfg.num_points}) on {device}, BatchNorm {args.bn_mode}, "
           f"{image_size} px crops with margin {tight}")
-    written = []
+    written = [] if written is None else written
     for split, dataset in datasets.items():  # out_dir is made with the first file written
         result = extract_points(model, dataset, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                 bn_mode=args.bn_mode, progress=not args.quiet, preview=PREVIEW_IMAGES)

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from model import LandmarkAutoencoder, build_model
-from utils.checkpoint import FORMAT, atomic_torch_save, checkpoint_identity, git_sha
+from utils.checkpoint import FORMAT, OUTPUT_RULE, atomic_torch_save, check_output, checkpoint_identity, git_sha
 from utils.config import load_config, to_dict
 from utils.errors import UserError, exit_code_of
+from utils.files import os_reason
 from utils.pretrained import AUTO, pretrained_fan_path
 from utils.state_dicts import unwrap_state_dict
 from utils.run_config import RunConfig
@@ -132,13 +133,16 @@ def import_reference(fan_path: Path, gen_path: Path, core: str, cfg: RunConfig) 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=OUTPUT_RULE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fan", type=Path, required=True, help="the reference's model_N.fan.pth")
     p.add_argument("--gen", type=Path, required=True, help="the reference's model_N.gen.pth (same N)")
     p.add_argument("--core", default=AUTO,
                    help="fan_109.pth the FAN was trained from, for incremental models (default: auto, the verified "
                         "copy in torch's hub cache, downloaded if absent); unused for finetune/scratch models")
-    p.add_argument("--out", type=Path, required=True, help="the checkpoint to write, e.g. runs/imported/exp354_e33.pt")
+    p.add_argument("--out", type=Path, required=True, help="the checkpoint to write, e.g. runs/imported/exp354_e33.pt; "
+                   "never a training checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (refused without it)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                    help="the config recorded in the checkpoint, for its data and bottleneck settings (default: "
                         "configs/celeba.yaml, the reference's); K and the network widths come from the files")
@@ -148,9 +152,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> Path:
+    check_output(args.out, "--out", [("--fan", args.fan), ("--gen", args.gen), ("--core", args.core)], args.overwrite)
     cfg = load_config(RunConfig, args.config, args.overrides)
     ckpt = import_reference(args.fan, args.gen, args.core, cfg)
-    atomic_torch_save(ckpt, args.out)
+    try:
+        atomic_torch_save(ckpt, args.out)
+    except OSError as exc:  # a full disk: the old --out, if any, is intact
+        raise UserError(f"{exc.filename or args.out}: cannot write ({os_reason(exc)})") from None
     model_cfg = ckpt["config"]["model"]
     print(f"{args.out}: {model_cfg['fan_init']} FAN with K={model_cfg['num_points']} and its generator, "
           f"imported from {args.fan} and {args.gen}")
@@ -158,7 +166,12 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return exit_code_of(run, parse_args(argv))
+    args = parse_args(argv)
+    try:
+        return exit_code_of(run, args)
+    except KeyboardInterrupt:  # the write is atomic: --out is the old file or the new one, whole
+        print(f"\ninterrupted (Ctrl-C): {args.out} is as it was, or whole if it was already written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -466,11 +466,37 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     checkpoint (`utils.checkpoint.is_detector_only`, e.g. the shipped one) gives a `LandmarkDetector`,
     any other the whole `LandmarkAutoencoder`; both `detect`. Needs no pretrained FAN file:
     incremental checkpoints carry their frozen kernels.
+    A hand-edited checkpoint (no config.model, no weights, weights that do not fit its config) is a one-line
+    UserError naming the file.
     """
     ckpt = read_checkpoint(path)
-    cfg = build(ModelConfig, ckpt["config"]["model"], prefix="model.")
+    config, weights, source = ckpt.get("config"), ckpt.get("model"), ckpt["path"]
+    if not isinstance(config, Mapping) or not isinstance(config.get("model"), Mapping):
+        raise UserError(f"{source}: no model config in this checkpoint (config.model); a hand-edited file? Use a file "
+                        "that train.py, export_model.py or import_reference.py wrote")
+    try:
+        cfg = build(ModelConfig, dict(config["model"]), prefix="model.")
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
     model, _ = build_model(cfg, from_checkpoint=True)
     if is_detector_only(ckpt):
         model = LandmarkDetector(detector=model.detector, temperature=cfg.temperature, heatmap_s=cfg.heatmap_s)
-    model.load_state_dict(ckpt["model"], strict=True)
+    if mismatch := weights_mismatch(model, weights):
+        raise UserError(f"{source}: its weights do not fit its config (model.num_points={cfg.num_points}): {mismatch}")
+    model.load_state_dict(weights, strict=True)
     return model.to(device).eval(), cfg, ckpt
+
+
+def weights_mismatch(model: nn.Module, weights: object) -> str:
+    """What keeps `weights` (a checkpoint's "model" entry) from loading into `model` strictly, in a few words:
+    '' if nothing, else the missing, unexpected or misshapen keys (first two of each)."""
+    if not isinstance(weights, Mapping):
+        return "no weights (the 'model' entry is missing)"
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    misshapen = [f"{k} {tuple(weights[k].shape)} instead of {tuple(expected[k].shape)}" for k in expected
+                 if k in weights and getattr(weights[k], "shape", None) != expected[k].shape]
+    parts = [f"{what} {', '.join(keys[:2])}{', ...' if len(keys) > 2 else ''}" for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("shape of", misshapen)) if keys]
+    return "; ".join(parts)

@@ -19,7 +19,6 @@ learning-rate decay forward on a slow machine.
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import time
@@ -34,17 +33,17 @@ from tqdm import tqdm
 from datasets import build_training_pairs
 from losses import add_landmark_terms, build_reconstruction_loss
 from model import LandmarkAutoencoder, build_model, count_parameters, derangement
-from utils.checkpoint import (RunState, atomic_torch_save, link_last_checkpoint, prune_step_checkpoints,
-                              restore_training_state, training_state)
+from utils.checkpoint import RunState, atomic_torch_save, link_last_checkpoint, prune_step_checkpoints, training_state
 from utils.config import check_values, commented_yaml, markdown_table, to_dict
 from utils.errors import UserError, one_line
 from utils.pretrained import pretrained_fan_weights
 from utils.run_config import RunConfig, TrainConfig
 from utils.training.pictures import save_training_grid
+from utils.training.resume import finished_line, restore_run
 from utils.training.run_folder import (as_write_failure, check_config, check_run_folder_writable, checked_fingerprint,
                                        open_run_folder, resolve_config)
 from utils.training.run_lock import RunFolderLock
-from utils.training.run_log import (RunLog, import_summary_writer, log_ranks_in_sync, non_finite_message,
+from utils.training.run_log import (RunLog, done_line, import_summary_writer, log_ranks_in_sync, non_finite_message,
                                     print_run_header, window_record)
 from utils.training.runtime import (Dist, WallClock, autocast, configure_runtime, ranks_in_sync, setup_distributed,
                                     take_budget_decay, wrap_for_training)
@@ -159,7 +158,7 @@ def prepare(cfg: RunConfig, ckpt: dict | None) -> Run:
     model.to(device, memory_format=torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format)
     loss_fn.to(device)
     optimizers, schedulers = build_optimizers([model.detector, model.generator], cfg.train)
-    state = RunState() if ckpt is None else restore_training_state(ckpt, model, optimizers, schedulers)
+    state = RunState() if ckpt is None else restore_run(ckpt, cfg, model, optimizers, schedulers, d.is_main)
     if ckpt is None and cfg.train.init_from:  # weights only: optimisers, schedules and step stay fresh
         init_from_checkpoint(model, cfg.train.init_from, cfg.model, announce=d.is_main)
     train_model = wrap_for_training(model, cfg.runtime, device, d)
@@ -255,7 +254,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config, e.g. configs/celeba.yaml (configs/synthetic.yaml for a CPU run)")
     p.add_argument("--resume", metavar="RUN_OR_FILE", help="continue a run: its folder (newest checkpoint) or a "
-                   "checkpoint file; overrides still apply (e.g. train.epochs=40 to train longer)")
+                   "checkpoint file; overrides apply (train.epochs=40 trains longer, log.run_dir=NEW branches into "
+                   "NEW) or are refused naming the key; a finished run prints 'already done' and writes nothing")
+    p.add_argument("--overwrite", action="store_true", help="with --resume of an older step file: continue in its "
+                   "folder, overwriting the later checkpoints, best.pt and log records (refused without it)")
     p.add_argument("--print-config", nargs="?", const="yaml", choices=("yaml", "markdown"),
                    help="print the resolved config (defaults, --config, overrides) with a comment per key and exit; "
                         "'markdown' prints docs/configs.md's table of keys instead")
@@ -272,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             check_values(cfg)
             print(markdown_table(cfg) if args.print_config == "markdown" else commented_yaml(cfg), end="")
             return 0
+        if done := finished_line(cfg, ckpt):  # nothing to train, nothing written
+            print(done)
+            return 0
         run = prepare(cfg, ckpt)
         code = train(run)
         if code == 0 and run.d.enabled:
@@ -279,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             if run.d.is_main:
                 log_ranks_in_sync(in_sync, run.d, run.run_dir, run.state.step)
         if code == 0 and run.d.is_main:
-            best = run.state.best_val_nme
-            print(f"done: {run.state.step} steps; checkpoints in {run.run_dir}" +
-                  (f"; best validation NME {best:.2f}%" if math.isfinite(best) else ""))
+            print(done_line(run.state.step, run.run_dir, run.state.best_val_nme))
         return code
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

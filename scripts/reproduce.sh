@@ -18,7 +18,8 @@
 #
 # Stages: train, extract-mafl, extract-aflw, eval-mafl, eval-aflw, then the summary. Each finished
 # stage writes RUN/stages/<stage>.done (atomically, by rename); after a crash, run the same command
-# again: finished stages are skipped and training continues from its newest checkpoint.
+# again: finished stages are skipped, training continues from its newest checkpoint, and a stage cut
+# short is run again over the files it left (extract_data.py and eval_regressor.py with --overwrite).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
@@ -98,13 +99,13 @@ helper() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m utils.evaluati
 extract() {
     # shellcheck disable=SC2086  # EXTRACT_ARGS is a list of flags
     "$PY" "$REPO/extract_data.py" --checkpoint "$RUN/train/last.pt" --data-root "$2" --splits "$1" \
-        --out "$RUN/detections" ${EXTRACT_ARGS:-}
+        --out "$RUN/detections" --overwrite ${EXTRACT_ARGS:-}
 }
 
 # evaluate DATASET: regressor, Table I column and (MAFL) Table II, into RUN/eval-DATASET.
 evaluate() {
     # shellcheck disable=SC2086  # EVAL_ARGS is a list of flags
-    "$PY" "$REPO/eval_regressor.py" --dir "$RUN/detections" --dataset "$1" --out "$RUN/eval-$1" ${EVAL_ARGS:-}
+    "$PY" "$REPO/eval_regressor.py" --dir "$RUN/detections" --dataset "$1" --out "$RUN/eval-$1" --overwrite ${EVAL_ARGS:-}
 }
 
 stage train train

@@ -9,10 +9,11 @@
 # MTFL_FOLDER holds training.txt, lfw_5590/ and net_7876/ (bash scripts/get_data.sh --only mtfl).
 # Environment: PYTHON (default .venv/bin/python of this repository), RUN (the training run folder,
 # default runs/ship-mtfl_k10), OUT (default checkpoints/mtfl_k10.pt), EXPORT_ARGS (extra flags for
-# export_model.py, e.g. "--limit 200" for a smoke run). Training has no wall-time
+# export_model.py, e.g. "--limit 200 --force" for a smoke run: --force lets the regressors be fitted on
+# fewer than the 500 faces they need). Training has no wall-time
 # budget here (train.max_minutes=0), so the learning-rate decay comes at step 7,000 whatever the
 # machine's speed. Run the same command again after a crash: training continues from its newest
-# checkpoint, and a finished run is only exported again.
+# checkpoint, and a finished run is only exported again (replacing OUT: export_model.py --overwrite).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
@@ -43,5 +44,5 @@ else
 fi
 trained  # one line and exit status 2 if the run stopped before its last step
 # shellcheck disable=SC2086  # EXPORT_ARGS is a list of flags
-"$PY" export_model.py --checkpoint "$RUN/last.pt" --data-root "$MTFL" --out "$OUT" ${EXPORT_ARGS:-}
+"$PY" export_model.py --checkpoint "$RUN/last.pt" --data-root "$MTFL" --out "$OUT" --overwrite ${EXPORT_ARGS:-}
 echo "shipped: $OUT and ${OUT%.pt}.expected.json (write its model card ${OUT%.pt}.md; README.md, 'Your own images')"

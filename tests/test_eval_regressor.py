@@ -344,7 +344,7 @@ def test_default_sizes_leave_out_those_larger_than_the_train_split_but_given_siz
     report = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert report["settings"]["sizes"] == [1, 5, 10, "all"]
     capsys.readouterr()
-    assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--sizes", "1,100"]) == 2
+    assert main(["--dir", str(tmp_path), "--dataset", "mafl", "--sizes", "1,100", "--overwrite"]) == 2
     assert "few-shot sizes [100] exceed its 30 training images" in capsys.readouterr().err
 
 

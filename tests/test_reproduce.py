@@ -58,7 +58,7 @@ def test_get_data_then_reproduce_resumes_by_stage(synthetic_root, tmp_path):
     second = bash("reproduce.sh", args, tmp_path)
     assert second.returncode == 0, second.stderr
     assert stages_run(second.stdout) == ["train", "eval-aflw"]
-    assert "resuming at step 2" in second.stdout
+    assert "already done at step 2 of 2" in second.stdout  # a finished run is not trained again
     assert "extract-mafl: finished earlier" in second.stdout
 
     third = bash("reproduce.sh", args, tmp_path)

@@ -6,6 +6,9 @@ the step, the data-order position, RNG states, a fingerprint of the training dat
 (docs/checkpoints.md lists the keys).
 It loads with `torch.load(weights_only=True)`: nothing in it is an arbitrary pickled object.
 `model.load_model` builds a model from one.
+
+The output rule of every script (`OUTPUT_RULE`, checked by `check_output` before the work) lives here too,
+since its strictest part guards training checkpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import math
 import os
 import re
 import subprocess
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,9 @@ STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 DETECTOR_ONLY = "detector"  # the "networks" entry of a checkpoint that holds the detector's weights alone
 TRAINING_STATE_KEYS = ("optim_fan", "optim_gen", "sched_fan", "sched_gen", "step", "data_pass", "batch_in_pass",
                        "best_val_nme", "rng")  # what --resume restores besides the weights
+OUTPUT_RULE = ("Outputs: no file that exists is replaced unless --overwrite is given, an output that is also an "
+               "input of the same command only with --overwrite (the write is atomic), and a training checkpoint "
+               "(a file with optimiser state) never: only train.py writes those.")
 # also written by training_state, but absent from checkpoints older than it (they resume at their own data.root):
 OPTIONAL_KEYS = ("data_fingerprint",)
 
@@ -188,6 +195,42 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{ckpt['path']}: no training state to resume (no {', '.join(missing[:2])}, ...; an imported "
                         f"model?); start a new run from its weights with train.init_from={ckpt['path']}")
     return ckpt
+
+
+def is_training_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a file with a training run's optimiser state (what `--resume` continues).
+
+    Reads the pickle of torch's zip archive only, not the tensors: a checkpoint of `training_state` names the
+    key 'optim_fan' there. Any other file (a shipped or imported model, JSON, a folder, nothing) gives False.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.rpartition("/")[2] == "data.pkl"]
+            return any(b"optim_fan" in archive.read(name) for name in pickles)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def check_output(path: str | Path, flag: str, inputs: Sequence[tuple[str, str | Path | None]] = (),
+                 overwrite: bool = False) -> None:
+    """`OUTPUT_RULE` for one output file, before the work: a one-line UserError if `path` (given as `flag`,
+    e.g. '--out') is a training checkpoint, or, unless `overwrite`, is one of the command's `inputs` ((flag,
+    path) pairs; hard links count) or exists at all. A path that does not exist yet always passes."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: a folder; expected a file name")
+    if is_training_checkpoint(path):
+        raise UserError(f"{flag} {path}: a training checkpoint (it holds optimiser state); only train.py writes over "
+                        f"one: give another {flag}")
+    if overwrite:
+        return
+    for name, given in inputs:
+        if given is not None and Path(given).is_file() and os.path.samefile(given, path):
+            raise UserError(f"{flag} {path} is also this command's input ({name} {given}); give another {flag}, or "
+                            "--overwrite to replace it (atomically)")
+    raise UserError(f"{flag} {path} already exists; give another {flag}, or --overwrite to replace it")
 
 
 def file_sha256(path: str | Path) -> str:

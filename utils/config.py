@@ -3,6 +3,8 @@
 - A YAML file may name a base file with `base: other.yaml` (relative to itself); its keys are
   merged over the base's, section by section, so a Table I row is a three-line file. An empty file
   (or one of comments only) is refused: it is a mistake, not "all defaults".
+- A key given twice in one mapping (two `train:` sections, two `lr_fan:` in one) is an error naming the file
+  and both lines, not "the last one wins"; a file that is not UTF-8 text is refused in one line.
 - Overrides are `section.key=value`; the value is parsed as YAML (`1e-4`, `true`, `[0, 0.9]`, `null`).
 - Unknown keys and values of the wrong type stop with one line naming the key, the expected type and,
   for typos, the closest known key.
@@ -100,6 +102,24 @@ def config_keys(cls: type, prefix: str = "") -> dict[str, Key]:
     return keys
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in the same mapping, at any depth (YAML's merge key `<<`
+    may still be overridden, as YAML intends)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} is given twice in the same section (first on line {first_line[key]}); "
+                            "keep one", problem_mark=key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
@@ -107,7 +127,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start} does not decode); save the config as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -23,9 +23,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
 
     The temporary file is removed if `write` fails; an OSError (a full disk, a read-only folder) then names
-    `path`, not the temporary file. Parent folders are created. The file gets the
-    mode that `open()` gives under the umask (0644 under the usual 022), not mkstemp's 0600, so that
-    colleagues on a shared machine can read checkpoints and detections.
+    `path`, not the temporary file, also when `write` wrapped it in another exception (`os_error_in`).
+    Parent folders are created. The file gets the mode that `open()` gives under the umask (0644 under the
+    usual 022), not mkstemp's 0600, so that colleagues on a shared machine can read checkpoints and detections.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
@@ -42,8 +42,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if isinstance(exc, Exception) and (cause := os_error_in(exc)) is not None:
+            raise OSError(cause.errno, cause.strerror, str(path)) from exc
         raise
     if os.name == "posix":  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -52,6 +52,18 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         finally:
             os.close(dir_fd)
     return path
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError (with an errno) that `exc` is or that caused it, following __cause__ and __context__: torch.save
+    reports a full disk as RuntimeError('... unexpected pos ...') with the OSError as its context. None if none."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def update_with_file(hasher: Hasher, path: str | Path) -> Hasher:

@@ -21,6 +21,7 @@ from utils.dataset_registry import TRAINING_SETS
 from utils.errors import UserError
 from utils.files import atomic_write, check_writable_folder, os_reason
 from utils.run_config import RunConfig, check_image_size
+from utils.training.resume import branch_log, check_no_newer_checkpoints, check_resume_overrides, same_folder
 from utils.training.run_lock import RunFolderLock, lock_run_folder
 from utils.training.run_log import RunLog
 from utils.training.runtime import Dist
@@ -32,7 +33,8 @@ RESUMABLE_DATA_KEYS = ("num_workers", "root")
 
 def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, dict | None]:
     """The run's config and the checkpoint it resumes (None for a new run): from --config and overrides,
-    or from the checkpoint when resuming (overrides still apply, model.* ones only if unchanged)."""
+    or from the checkpoint when resuming (overrides still apply, model.* ones only if unchanged; resume.py).
+    A resumed run's log.run_dir is its checkpoint's folder unless an override branches it into another."""
     if args.resume:
         if args.config:
             raise UserError(f"--resume {args.resume} takes its config from the checkpoint; drop --config {args.config} "
@@ -44,7 +46,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, dict | None]:
         overrides = parse_overrides(args.overrides)
         check_model_unchanged(ckpt["config"].get("model", {}), overrides.get("model", {}), ckpt["path"])
         check_data_unchanged(ckpt["config"].get("data", {}), overrides.get("data", {}), ckpt["path"])
-        return build(RunConfig, merge(ckpt["config"], overrides)), ckpt
+        check_resume_overrides(ckpt["config"], overrides, ckpt["path"])
+        run_dir = overrides.get("log", {}).get("run_dir") or str(Path(ckpt["path"]).parent)
+        cfg = build(RunConfig, merge(merge(ckpt["config"], overrides), {"log": {"run_dir": str(run_dir)}}))
+        if same_folder(cfg.log.run_dir, Path(ckpt["path"]).parent):
+            check_no_newer_checkpoints(ckpt, args.overwrite)
+        return cfg, ckpt
     if not args.config and not args.print_config:
         raise UserError("give --config configs/<name>.yaml (or --resume RUN_FOLDER)")
     cfg = load_config(RunConfig, args.config, args.overrides)
@@ -126,7 +133,7 @@ def check_run_folder_writable(cfg: RunConfig, ckpt: dict | None, d: Dist) -> Non
     if not d.is_main:
         return
     if ckpt is not None:
-        check_writable_folder(Path(ckpt["path"]).parent, "the resumed run's checkpoints")
+        check_writable_folder(Path(cfg.log.run_dir), "the resumed run's checkpoints")
     else:
         check_writable_folder(Path(cfg.log.run_dir or cfg.log.out_dir), "the run folder")
 
@@ -138,9 +145,10 @@ def is_run_dir_without_checkpoint(path: Path) -> bool:
 
 def claim_run_dir(cfg: RunConfig, d: Dist, ckpt: dict | None) -> tuple[Path, RunFolderLock]:
     """The run's folder, locked by rank 0 (`lock_run_folder`) before anything is written in it: the resumed
-    checkpoint's folder, log.run_dir (which may be one that a failed start left without a checkpoint), or a
-    new <out_dir>/<name>-<date>-<time>. Other ranks get the name and a lock that holds nothing."""
-    if ckpt is not None:
+    checkpoint's folder, log.run_dir (which may be one that a failed start left without a checkpoint, or the
+    branch of a resumed run), or a new <out_dir>/<name>-<date>-<time>. Other ranks get the name and a lock that
+    holds nothing."""
+    if ckpt is not None and same_folder(cfg.log.run_dir, Path(ckpt["path"]).parent):
         run_dir = Path(ckpt["path"]).parent
         return run_dir, lock_run_folder(run_dir) if d.is_main else RunFolderLock(run_dir)
     if cfg.log.run_dir:
@@ -175,6 +183,8 @@ def open_run_folder(cfg: RunConfig, d: Dist, ckpt: dict | None, writer_cls: type
     if not d.is_main:
         return run_dir, lock, RunLog(None)
     try:
+        if ckpt is not None and not same_folder(run_dir, Path(ckpt["path"]).parent):  # a branch: OLD only read
+            branch_log(Path(ckpt["path"]).parent, run_dir, ckpt["step"])
         log = RunLog(run_dir / "log.jsonl", resume_step=None if ckpt is None else ckpt["step"], writer_cls=writer_cls)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(to_yaml(cfg).encode()))
     except OSError as exc:

@@ -39,9 +39,13 @@ class RunFolderLock:
         self.release()
 
 
-def lock_run_folder(run_dir: Path) -> RunFolderLock:
+IN_USE_ADVICE = ("wait for it to end or stop it (a resumable checkpoint is saved on SIGTERM), or give another "
+                 "log.run_dir")
+
+
+def lock_run_folder(run_dir: Path, advice: str = IN_USE_ADVICE) -> RunFolderLock:
     """Create `run_dir` if needed and lock it for this process, or raise a one-line UserError naming the
-    folder and the pid of the run that holds it. Removes stale temporary files once locked."""
+    folder, the pid of the run that holds it and `advice`. Removes stale temporary files once locked."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -52,9 +56,7 @@ def lock_run_folder(run_dir: Path) -> RunFolderLock:
     except BlockingIOError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(f"{run_dir}: another training run (pid {holder}) is using this run folder; wait for it "
-                        "to end or stop it (a resumable checkpoint is saved on SIGTERM), or give another "
-                        "log.run_dir") from None
+        raise UserError(f"{run_dir}: another training run (pid {holder}) is using this run folder; {advice}") from None
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

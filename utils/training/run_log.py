@@ -4,6 +4,7 @@ validation lines with their collapse warnings."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from utils.checkpoint import git_sha
 from utils.errors import UserError
 from utils.files import atomic_write
 from utils.metrics import collapse_warning, format_collapse
+from utils.plot_run import write_curves_quietly
 from utils.run_config import RunConfig, TrainConfig
 from utils.training.runtime import Dist, precision_text
 
@@ -67,6 +69,7 @@ class RunLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+            write_curves_quietly(self.path.parent)  # RUN/curves.png, whatever ended the run
         if self.writer is not None:
             self.writer.close()
 
@@ -88,6 +91,12 @@ def _step_of(line: str) -> int | None:
     except json.JSONDecodeError:
         return None
     return record.get("step") if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
+def done_line(step: int, run_dir: Path, best_val_nme: float) -> str:
+    """The line a run that reached its last step ends with."""
+    best = f"; best validation NME {best_val_nme:.2f}%" if math.isfinite(best_val_nme) else ""
+    return f"done: {step} steps; checkpoints in {run_dir}{best}"
 
 
 def print_run_header(cfg: RunConfig, run_dir: Path, device: torch.device, d: Dist, num_images: int,
