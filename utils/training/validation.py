@@ -16,6 +16,7 @@ from utils.checkpoint import RunState
 from utils.dataset_registry import TRAINING_SETS
 from utils.extraction import extract_points
 from utils.metrics import collapse_stats, nme, regress_points
+from utils.plot_run import write_curves_quietly
 from utils.run_config import RunConfig
 from utils.training.run_log import RunLog, report_validation, validation_record
 
@@ -56,8 +57,8 @@ def validate(model: nn.Module, sets: tuple[Subset, Subset], cfg: RunConfig, devi
 def validate_and_report(model: nn.Module, sets: tuple[Subset, Subset], cfg: RunConfig, device: torch.device,
                         state: RunState, log: RunLog, progress: Any, seconds: dict[str, float]
                         ) -> tuple[bool, dict[str, str]]:
-    """Validate, update `state.best_val_nme`, write the log record and the line (`progress`: the tqdm bar);
-    `seconds` ({"train", "val"}) gets the validation's time. Returns (whether the NME improved on the best,
+    """Validate, update `state.best_val_nme`, write the log record, curves.png and the line (`progress`: the
+    tqdm bar); `seconds` ({"train", "val"}) gets the validation's time. Returns (whether the NME improved on the best,
     the progress bar's postfix)."""
     start = time.perf_counter()
     val_nme, stats = validate(model, sets, cfg, device)
@@ -66,4 +67,6 @@ def validate_and_report(model: nn.Module, sets: tuple[Subset, Subset], cfg: RunC
     state.best_val_nme = min(state.best_val_nme, val_nme)
     log.write(validation_record(state.step, val_nme, stats, state.best_val_nme,
                                 seconds["val"] / max(seconds["train"] + seconds["val"], 1e-9)))
+    if log.path is not None:
+        write_curves_quietly(log.path.parent)  # RUN/curves.png, redrawn at each validation
     return improved, report_validation(progress, state.step, val_nme, state.best_val_nme, stats)
