@@ -51,7 +51,8 @@ def test_the_command_writes_curves_png_and_refuses_a_folder_without_a_log_in_one
     write_log(tmp_path / "run")
     assert main([str(tmp_path / "run")]) == 0
     image = cv2.imread(str(tmp_path / "run" / CURVES_FILE))
-    assert image is not None and image.shape[1] > 800 and f"wrote {tmp_path / 'run' / CURVES_FILE}" in capsys.readouterr().out
+    assert image is not None and image.shape[1] > 800
+    assert f"wrote {tmp_path / 'run' / CURVES_FILE}" in capsys.readouterr().out
     assert main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'nothing'}: no log.jsonl there")

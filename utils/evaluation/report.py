@@ -258,8 +258,8 @@ def fewshot_plot(report: dict, path: Path):
     if report["paper_table"] == "mafl":
         column, paper_sizes = paper_results.TABLE_II_OURS, paper_results.TABLE_II_SIZES
         curves.append(vis.Curve(f"paper {column} (all = {paper_results.TABLE_II_ALL_IMAGES} images)",
-                                [where[s] for s in paper_sizes], [paper_results.table_ii(column, s) for s in paper_sizes],
-                                style="s--"))
+                                [where[s] for s in paper_sizes],
+                                [paper_results.table_ii(column, s) for s in paper_sizes], style="s--"))
     labels = [f"all\n({n_train})" if s == "all" else str(s) for s in sizes]
     return vis.save_line_plot(path, curves, xlabel="N training images for the regressor", ylabel="test NME (% IOD)",
                               title=f"{data_title(report)} few-shot: test NME vs N", xticks=range(len(sizes)),

@@ -58,8 +58,8 @@ def validate_and_report(model: nn.Module, sets: tuple[Subset, Subset], cfg: RunC
                         state: RunState, log: RunLog, progress: Any, seconds: dict[str, float]
                         ) -> tuple[bool, dict[str, str]]:
     """Validate, update `state.best_val_nme`, write the log record, curves.png and the line (`progress`: the
-    tqdm bar); `seconds` ({"train", "val"}) gets the validation's time. Returns (whether the NME improved on the best,
-    the progress bar's postfix)."""
+    tqdm bar); `seconds` ({"train", "val"}) gets the validation's time. Returns (whether the NME improved on the
+    best, the progress bar's postfix)."""
     start = time.perf_counter()
     val_nme, stats = validate(model, sets, cfg, device)
     seconds["val"] += time.perf_counter() - start
