@@ -35,9 +35,9 @@ STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 DETECTOR_ONLY = "detector"  # the "networks" entry of a checkpoint that holds the detector's weights alone
 TRAINING_STATE_KEYS = ("optim_fan", "optim_gen", "sched_fan", "sched_gen", "step", "data_pass", "batch_in_pass",
                        "best_val_nme", "rng")  # what --resume restores besides the weights
-OUTPUT_RULE = ("Outputs: no file that exists is replaced unless --overwrite is given, an output that is also an "
-               "input of the same command only with --overwrite (the write is atomic), and a training checkpoint "
-               "(a file with optimiser state) never: only train.py writes those.")
+OUTPUT_RULE = ("Outputs: no file that exists is replaced unless --overwrite is given, an output that is also an\n"
+               "input of the same command only with --overwrite (the write is atomic), and a training checkpoint\n"
+               "(a file with optimiser state) never: only train.py writes those.")  # the --help epilog of every tool
 # also written by training_state, but absent from checkpoints older than it (they resume at their own data.root):
 OPTIONAL_KEYS = ("data_fingerprint",)
 
