@@ -2,6 +2,8 @@
 guide (results first); the details live in docs/, and every citation of a docs page names a heading or bug
 that exists. Each check is a small function, tested here once on a wrong README so that it can fail."""
 
+import functools
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +14,12 @@ MAX_README_LINES = 250
 RESULTS_BEFORE_LINE = 120
 FORBIDDEN = ("reference-spec", "../shared", "spec section")  # files outside the repository
 NOT_SOURCES = {".git", ".venv", "runs", "data", ".pytest_cache", "__pycache__"}
+# File names the texts cite that no repository holds: what a run writes, what a data set or another project ships,
+# and a made-up example. Any other cited name must be a file of this repository.
+OUTSIDE_NAMES = {"config.yaml", "results.md", "summary.md", "aflw_train_images.txt", "aflw_test_images.txt",
+                 "_images.txt", "training.txt", "testing.txt", "list_landmarks_align_celeba.txt", "LICENSE.md",
+                 "other.yaml"}
+CITED_FILE = re.compile(r"(?<![\w/.~$<>-])((?:[\w.-]+/)*[\w-]+\.(?:md|py|sh|yaml|toml|txt))(?![\w/])")
 
 
 def lines_outside_fences(text: str) -> list[tuple[int, str]]:
@@ -80,6 +88,33 @@ def numbered_items(text: str, section: str) -> dict[int, str]:
     return items
 
 
+@functools.cache
+def repository_names() -> tuple[set[str], set[str]]:
+    """(the repository's top-level names, the names of all its files and folders), NOT_SOURCES left out."""
+    names = set()
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [d for d in subfolders if d not in NOT_SOURCES]
+        names.update(subfolders, files)
+    return {p.name for p in REPO.iterdir()} - NOT_SOURCES, names
+
+
+def missing_cited_files(text: str, page: Path) -> list[str]:
+    """The files a text (of the file `page`) cites that the repository lacks: a path whose first folder is one of
+    the repository's (`docs/x.md`, `scripts/y.sh`), a bare file name found nowhere in it (`paper-results.md`;
+    OUTSIDE_NAMES excepted), and in a Markdown page a relative link target, resolved from the page's folder."""
+    top, names = repository_names()
+    missing = []
+    for cited in CITED_FILE.findall(text):
+        if "/" in cited and cited.split("/")[0] in top and not (REPO / cited).exists():
+            missing.append(cited)
+        elif "/" not in cited and cited not in names and cited not in OUTSIDE_NAMES:
+            missing.append(cited)
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if page.suffix == ".md" else []:
+        if "://" not in target and not (page.parent / target).exists():
+            missing.append(target)
+    return sorted(set(missing))
+
+
 def source_texts() -> dict[Path, str]:
     """The repository's own text files that can cite docs (code, configs, scripts, docs, README)."""
     files = {}
@@ -101,7 +136,7 @@ bash scripts/quickstart.sh
 ```text
 ## Results (inside a code block: not a heading)
 ```
-See reference-spec.md and [configs](docs/nowhere.md).
+See reference-spec.md and [configs](docs/nowhere.md); the numbers are in paper-tables.md and scripts/gone.sh.
 """ + "filler\n" * 300
 
 
@@ -112,6 +147,8 @@ def test_the_checks_fail_on_a_wrong_readme():
         "bash scripts/quickstart.sh", "bash scripts/test.sh"]
     assert forbidden_mentions(WRONG_README) == ["reference-spec"]
     assert missing_doc_paths(WRONG_README, REPO) == ["docs/nowhere.md"]
+    assert missing_cited_files(WRONG_README, REPO / "README.md") == [
+        "docs/nowhere.md", "paper-tables.md", "reference-spec.md", "scripts/gone.sh"]
     assert cited_headings('see docs/experiments.md, "No such heading"') == [("docs/experiments.md", "No such heading")]
 
 
@@ -140,6 +177,12 @@ def test_every_docs_page_the_readme_names_exists():
     for page in DOCS:  # and the pages link each other by relative paths
         for target in re.findall(r"\]\(([\w.-]+\.md)\)", page.read_text()):
             assert (page.parent / target).is_file(), f"{page.name} links to a missing {target}"
+
+
+def test_every_file_the_texts_cite_or_link_is_in_the_repository():
+    missing = {str(rel): names for rel, text in source_texts().items()
+               if rel.parts[0] != "tests" and (names := missing_cited_files(text, REPO / rel))}
+    assert missing == {}
 
 
 def test_every_cited_heading_and_bug_exists():

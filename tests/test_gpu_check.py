@@ -1,5 +1,5 @@
 """scripts/gpu_check.sh on a machine without CUDA: one line, exit 0, nothing run or written; a PYTHON without
-torch is one line and exit 2. (On a GPU machine it is run by hand: README, "On GPUs".)"""
+torch is one line and exit 2. (On a GPU machine it is run by hand: the README's GPU section.)"""
 
 from __future__ import annotations
 
