@@ -112,7 +112,7 @@ def test_synthetic_detections_are_called_synthetic_and_never_set_beside_the_pape
     title, header = table.splitlines()[0], next(line for line in table.splitlines() if line.startswith("| method | K"))
     assert title == "# Landmark regression: synthetic, K=4" and "synthetic fwd NME" in header
     assert "MAFL" not in title + header and "3.08" not in table and "paper Table" not in table
-    assert "The paper's MAFL numbers are left out: these detections are of synthetic" in table
+    assert "The paper's MAFL numbers are left out: these detections are of synthetic faces" in table
     fig = fewshot_plot(report, tmp_path / "nme_vs_n.png")
     assert fig.axes[0].get_title().startswith("synthetic") and not any(k.startswith("paper") for k in legend(fig))
 

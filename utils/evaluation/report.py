@@ -93,7 +93,8 @@ def format_markdown(report: dict, notes: list[str]) -> str:
         lines += ["", f"Paper numbers: {report['paper_source']}."]
     elif report["paper_asked"] in paper_results.TABLE_I_DATASETS:
         lines += ["", f"The paper's {report['paper_asked'].upper()} numbers are left out: these detections are of "
-                  f"{name}, and the paper's rows are shown only beside the data set they are for."]
+                  f"{'synthetic faces' if report['data'] == 'synthetic' else name}, and the paper's rows are shown "
+                  "only beside the data set they are for."]
     lines += ["", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
 
