@@ -1,10 +1,11 @@
-"""Shared fixtures: a small synthetic face set in the CelebA + MAFL layout, made once per session."""
+"""Shared fixtures (helpers live in tests/helpers.py): a small synthetic face set in the CelebA + MAFL layout,
+and a tiny model trained on it, each made once per session."""
 
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from helpers import CONFIG, tiny_train_overrides
 
 
 @pytest.fixture(scope="session")
@@ -14,9 +15,16 @@ def synthetic_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synthetic"), num_images=120, seed=0)
 
 
-def tiny_train_overrides(root: Path, out_dir: Path, steps: int) -> list[str]:
-    """configs/synthetic.yaml shrunk to seconds on a CPU: 32 px crops, narrow networks, batch 8."""
-    return [f"data.root={root}", f"log.out_dir={out_dir}", f"train.max_steps={steps}", "train.batch_size=8",
-            "data.image_size=32", "data.num_workers=0", "model.fan_features=16", "model.gen_conv_dim=8",
-            "model.gen_res_blocks=1", "log.progress=false", "runtime.threads=1", "runtime.deterministic=true",
-            "validation.num_fit=40", "validation.num_eval=20", "validation.batch_size=20"]
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_root, tmp_path_factory) -> Path:
+    """The run folder of a tiny model (32 px crops, K=10) trained for 2 steps without validation: cheap, and its
+    points are finite and deterministic. Tests read it; one that changes a file works on a copy."""
+    import torch
+
+    import train
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny_run")
+    assert train.main(CONFIG + tiny_train_overrides(synthetic_root, out, 2) + ["validation.enabled=false"]) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir

@@ -17,12 +17,11 @@ import scipy.io
 import detect
 import extract_data
 import train
-from conftest import tiny_train_overrides
 from datasets import SkippedDataWarning, SmallImageWarning, build_eval_dataset, build_train_dataset, load_records
 from datasets.records import MIN_IMAGE_SIDE, POINT_TOLERANCE, SKIP_HINT, read_image_rgb
 from datasets.synthetic import generate
-from test_datasets import make_aflw, make_celeba, make_mtfl, write_image
-from test_user_mistakes import CONFIG, assert_one_line_error
+from helpers import (CONFIG, assert_one_line_error, make_aflw, make_celeba, make_mtfl, shared, tiny_train_overrides,
+                     write_image)
 from utils.errors import UserError
 from utils.evaluation.detections import load_detections
 
@@ -489,7 +488,6 @@ def test_malformed_annotation_files_are_refused_in_one_line(tmp_path):
 
 
 def test_the_real_celeba_sample_passes_every_check():
-    from test_datasets import shared
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -500,7 +498,6 @@ def test_the_real_celeba_sample_passes_every_check():
 
 @pytest.mark.slow
 def test_the_real_mtfl_faces_pass_every_check():
-    from test_datasets import shared
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from datasets import (SkippedDataWarning, build_eval_dataset,
@@ -14,72 +13,8 @@ from datasets import (SkippedDataWarning, build_eval_dataset,
 from datasets.mtfl import validation_indices
 from datasets.records import jpeg_is_complete, read_image_rgb, read_name_list
 from utils.dataset_registry import EVAL_SPLITS, TRAINING_SETS
+from helpers import celeba_points, make_aflw, make_celeba, make_mtfl, shared, write_image
 from utils.errors import UserError
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HEADER = ("lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
-          "rightmouth_x rightmouth_y")
-
-
-def write_image(path: Path, width: int, height: int, value: int = 128) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
-
-
-def celeba_points(index: int) -> list[int]:
-    """Distinct integer points per image: x1 y1 ... x5 y5."""
-    return [69 + index, 111, 108 + index, 112, 88, 136 + index, 72, 152, 105, 153 + index]
-
-
-def make_celeba(root: Path, names=("000001.jpg", "000002.jpg", "031524.jpg", "000004.jpg"),
-                train=("000002.jpg", "031524.jpg", "000004.jpg"), test=("000001.jpg",),
-                image_dir="img_align_celeba") -> Path:
-    """A CelebA + MAFL layout with 178x218 images and integer landmarks."""
-    for name in names:
-        write_image(root / "Img" / image_dir / name, 178, 218)
-    rows = [f"{n} " + " ".join(f"{v:4d}" for v in celeba_points(i)) for i, n in enumerate(names)]
-    (root / "Anno").mkdir(parents=True)
-    (root / "Anno" / "list_landmarks_align_celeba.txt").write_text(
-        "\n".join([str(len(names)), HEADER + " "] + rows) + "\n")
-    (root / "MAFL").mkdir()
-    (root / "MAFL" / "training.txt").write_text("\n".join(train))
-    (root / "MAFL" / "testing.txt").write_text("\n".join(test))
-    return root
-
-
-def make_aflw(root: Path, count: int = 3, keypoints=True) -> Path:
-    """aflw_release-2 layout; gt[i] holds (y, x) = (50 + i + k, 20 + 10 k) for point k."""
-    for part, number in (("train", count), ("test", 1)):
-        names = [f"image{part}{i:02d}_1.jpg" for i in range(number)]
-        for name in names:
-            write_image(root / "output" / name, 150, 150)
-        (root / f"aflw_{part}_images.txt").write_text("\n".join(names) + "\n")
-        gt = np.array([[[50 + i + k, 20 + 10 * k] for k in range(5)] for i in range(number)],
-                      np.float64)
-        content = {"gt": gt, "hw": np.full((number, 2), 150.0)} if keypoints else {"hw": gt}
-        scipy.io.savemat(str(root / f"aflw_{part}_keypoints.mat"), content)
-    return root
-
-
-def mtfl_line(path: str, index: int) -> str:
-    xs = [30 + index % 7, 60, 45, 33, 58]
-    ys = [40, 41, 55, 70, 71 + index % 5]
-    return f"{path} " + " ".join(f"{v:.6f}" for v in xs + ys) + " 1 2 2 3"
-
-
-def make_mtfl(root: Path, count: int = 20, with_test: bool = False) -> Path:
-    """MTFL layout exactly as distributed: backslashes, CRLF, leading spaces, trailing ' ' line."""
-    lines = []
-    for i in range(count):
-        folder = "lfw_5590" if i < count // 2 else "net_7876"
-        write_image(root / folder / f"face_{i:03d}.jpg", 100, 100)
-        lines.append(("" if i == 0 else " ") + mtfl_line(f"{folder}\\face_{i:03d}.jpg", i))
-    (root / "training.txt").write_bytes(("\r\n".join(lines) + "\r\n ").encode())
-    if with_test:
-        write_image(root / "AFLW" / "t.jpg", 150, 150)
-        (root / "testing.txt").write_bytes((" " + mtfl_line("AFLW\\t.jpg", 0) + "\r\n").encode())
-    return root
-
 
 # ---------------------------------------------------------------------------- layouts
 
@@ -337,13 +272,6 @@ def test_out_of_range_options(tmp_path):
 
 
 # ---------------------------------------------------------------------------- real sample data
-
-
-def shared(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{path} not present")
-    return path
 
 
 def jpeg_size_wh(path: Path) -> tuple[int, int]:

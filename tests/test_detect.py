@@ -15,8 +15,6 @@ import torch
 
 import inference.photo
 import detect
-import train
-from conftest import tiny_train_overrides
 from inference.crops import BoxToCrop, crop_for_model, face_crop
 from datasets.synthetic import render_face
 from datasets.transforms import crop_to_image_xy, points_to_crop
@@ -28,7 +26,6 @@ from utils.errors import UserError
 from utils.landmarks import LANDMARK_NAMES
 from utils.metrics import RidgeModel
 
-REPO = Path(__file__).resolve().parents[1]
 PAD_LEFT, PAD_TOP = 30, 20  # where the padded copy of a face puts its top-left pixel
 K = 10  # configs/synthetic.yaml
 HEADER = "image,face,x0,y0,x1,y1,landmark,x,y"
@@ -39,15 +36,9 @@ NAMED_128 = np.array([[31.5, 47.5], [95.5, 47.5], [63.5, 79.5], [39.5, 103.5], [
 
 
 @pytest.fixture(scope="module")
-def checkpoint(synthetic_root, tmp_path_factory) -> Path:
-    """A tiny model (32 px crops) trained for 2 steps: cheap, and its points are finite and deterministic."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("detect_run")
-    argv = ["--config", str(REPO / "configs" / "synthetic.yaml"), *tiny_train_overrides(synthetic_root, out, 2),
-            "validation.enabled=false"]
-    assert train.main(argv) == 0
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir / "last.pt"
+def checkpoint(tiny_run) -> Path:
+    """conftest's tiny model (32 px crops, 2 steps): cheap, and its points are finite and deterministic."""
+    return tiny_run / "last.pt"
 
 
 @pytest.fixture(scope="module")

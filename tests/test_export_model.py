@@ -3,7 +3,6 @@ eval_regressor.py --save-regressor and --attach-to; the photo path's layering.""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import csv
 import dataclasses
@@ -20,8 +19,7 @@ import torch
 import detect
 import eval_regressor
 import export_model
-import train
-from conftest import SHARED_DATA, tiny_train_overrides
+from helpers import SCRIPTS, SHARED_DATA, imported_modules
 from inference.crops import FaceCropping, photo_face_inputs
 from inference.photo import Photo, read_photo
 from datasets.synthetic import render_face
@@ -48,18 +46,6 @@ def one_line_error(rc: int, capsys) -> str:
     lines = capsys.readouterr().err.splitlines()
     assert lines and lines[-1].startswith("error: ") and not [l for l in lines[:-1] if not l.startswith("warning: ")]
     return lines[-1]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(synthetic_root, tmp_path_factory) -> Path:
-    """A tiny model (32 px crops, K=10) trained for 2 steps, as tests/test_detect.py's."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("export_run")
-    argv = ["--config", str(REPO / "configs" / "synthetic.yaml"), *tiny_train_overrides(synthetic_root, out, 2),
-            "validation.enabled=false"]
-    assert train.main(argv) == 0
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -306,26 +292,14 @@ def test_attach_to_refuses_another_checkpoint_in_one_line(tmp_path, capsys, case
 
 # --- layering -------------------------------------------------------------------------------------------------
 
-SCRIPTS = {"model", "train", "extract_data", "eval_regressor", "detect", "import_reference", "export_model"}
-
-
-def imports_of(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
-
-
 def test_the_photo_path_keeps_the_layers():
     """utils/ imports no script (export_model included); the scripts of the photo path import no other script
     (model.py is the model, not a script): what they share lives in datasets/ and utils/."""
-    offenders = {str(p.relative_to(REPO)): sorted(imports_of(p) & SCRIPTS) for p in (REPO / "utils").rglob("*.py")}
+    offenders = {str(p.relative_to(REPO)): sorted(imported_modules(p) & set(SCRIPTS))
+                 for p in (REPO / "utils").rglob("*.py")}
     assert {path: names for path, names in offenders.items() if names} == {}
     for script in ("detect.py", "export_model.py", "bench/detect.py", "eval_regressor.py"):
-        assert imports_of(REPO / script) & SCRIPTS <= {"model"}, script
+        assert imported_modules(REPO / script) & set(SCRIPTS) <= {"model"}, script
 
 
 def test_photo_pipeline_of_an_image_in_memory_equals_that_of_its_lossless_file(tmp_path):

@@ -9,7 +9,7 @@ import torch
 import eval_regressor
 import extract_data
 import train
-from conftest import tiny_train_overrides
+from helpers import tiny_train_overrides
 from datasets import build_eval_dataset
 from model import load_model
 from utils.checkpoint import file_sha256

@@ -29,7 +29,8 @@ import losses
 import train
 import utils.evaluation.report
 import utils.visualize
-from conftest import tiny_train_overrides
+from helpers import (CONFIG, assert_one_line_error, tiny_run_args, tiny_train_overrides, write_detections,
+                     write_pair)
 from utils.checkpoint import atomic_torch_save, read_checkpoint
 from utils.evaluation.detections import load_detections, save_detections
 from utils.run_config import DataConfig, RunConfig, ValidationConfig
@@ -37,24 +38,10 @@ from utils.training.run_folder import check_config
 from utils.training.stopping import StopSignals, ignore_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = ["--config", str(REPO / "configs" / "synthetic.yaml")]
-FACE_XY_PX = np.array([[44, 52], [84, 52], [64, 74], [48, 96], [80, 96]], dtype=np.float64)  # (5, 2)
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def assert_one_line_error(rc: int, capsys, *fragments: str) -> str:
-    """The run failed with exit code 2 and one 'error: ' line on stderr holding every fragment."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -106,32 +93,6 @@ def start_training():
         except ProcessLookupError:
             pass
         proc.communicate()
-
-
-def tiny_run_args(root: Path, out: Path, steps: int, run_dir: Path, *extra: str) -> list[str]:
-    return CONFIG + tiny_train_overrides(root, out, steps) + [
-        f"log.run_dir={run_dir}", "validation.enabled=false", "log.log_every=1", *extra]
-
-
-def write_detections(path: Path, names: list[str], split: str, seed: int, preview: int = 0,
-                     settings: dict | None = None) -> Path:
-    """A detections file of len(names) faces: 4 detected points, a noisy linear function of the 5 annotated."""
-    n = len(names)
-    rng = np.random.default_rng(seed)
-    annotated = FACE_XY_PX + rng.normal(scale=4.0, size=(n, 5, 2))
-    mixing = np.random.default_rng(99).normal(size=(8, 10)) / 5
-    detected = 64 + (annotated.reshape(n, 10) - 64) @ mixing.T + rng.normal(scale=0.3, size=(n, 8))
-    images = rng.integers(0, 255, size=(preview, 64, 64, 3), dtype=np.uint8) if preview else None
-    return save_detections(path, detected_xy_px=detected.reshape(n, 4, 2), annotated_xy_px=annotated, names=names,
-                           split=split, checkpoint="runs/x/last.pt sha256:ab12", preview_images=images,
-                           settings=settings or {"tight": 70, "image_size": 128, "bn_mode": "eval",
-                                                 "checkpoint_sha256": "ab12" * 16})
-
-
-def write_pair(folder: Path, n_train: int = 30, n_test: int = 10, preview: int = 0) -> tuple[Path, Path]:
-    return (write_detections(folder / "mafl-train.npz", [f"train{i}.jpg" for i in range(n_train)], "mafl-train", 1),
-            write_detections(folder / "mafl-test.npz", [f"test{i}.jpg" for i in range(n_test)], "mafl-test", 2,
-                             preview=preview))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 import extract_data
 import train
 import utils.pretrained
-from conftest import tiny_train_overrides
+from helpers import tiny_train_overrides
 from datasets import build_eval_dataset
 from model import FAN, Generator, ProjectedConv3x3, build_detector
 from model import load_model

@@ -6,22 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SCRIPTS, imported_modules
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("model", "train", "extract_data", "eval_regressor", "detect", "export_model", "import_reference", "losses")
 ABOVE_CORE = ("datasets", "inference")  # packages above the core of utils/ (README, "Layout")
 UPPER_UTILS = ("training", "evaluation")  # utils/ packages above datasets/ and model.py
 NETWORK_MODULES = ("urllib", "http", "socket", "requests", "torch.hub", "utils.pretrained")  # utils.pretrained downloads
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module an `import x` or `from x import y` statement of the file names (absolute imports)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
 
 
 def source_files() -> list[Path]:

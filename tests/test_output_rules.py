@@ -25,7 +25,7 @@ import import_reference
 import train
 import utils.files
 from model import build_model
-from test_faults import assert_one_line_error, tiny_run_args, write_detections, write_pair
+from helpers import assert_one_line_error, tiny_run_args, write_detections, write_pair
 from utils.checkpoint import FORMAT, atomic_torch_save, file_sha256, is_training_checkpoint
 from utils.evaluation.detections import load_detections
 from utils.run_config import ModelConfig

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import tiny_train_overrides
+from helpers import tiny_train_overrides
 from utils.plot_run import CURVES_FILE, curves_figure, main, read_log, write_curves
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 
 import train
 import utils.pretrained
-from conftest import tiny_train_overrides
+from helpers import tiny_train_overrides
 from model import FAN, build_model
 from utils.errors import UserError
 from utils.pretrained import RemoteFile, git_blob_id, pretrained_fan_weights

@@ -15,7 +15,7 @@ import torch
 import losses
 import train
 import utils.training.runtime
-from conftest import tiny_train_overrides
+from helpers import tiny_train_overrides
 from model import load_model
 from utils.checkpoint import read_checkpoint
 

@@ -13,23 +13,8 @@ import detect
 import eval_regressor
 import extract_data
 import train
-from conftest import tiny_train_overrides
+from helpers import CONFIG, assert_one_line_error, tiny_train_overrides
 from utils.evaluation.detections import load_detections
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = ["--config", str(REPO / "configs" / "synthetic.yaml")]
-
-
-def assert_one_line_error(rc: int, capsys, *fragments: str) -> str:
-    """The run failed with exit code 2 and one 'error: ' line on stderr holding every fragment."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def cut_in_half(path: Path) -> None:
@@ -38,12 +23,9 @@ def cut_in_half(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(synthetic_root, tmp_path_factory) -> Path:
-    """A tiny model trained for 2 steps (32 px crops, K=10)."""
-    out = tmp_path_factory.mktemp("mistakes_run")
-    assert train.main(CONFIG + tiny_train_overrides(synthetic_root, out, 2) + ["validation.enabled=false"]) == 0
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir / "last.pt"
+def checkpoint(tiny_run) -> Path:
+    """conftest's tiny model (32 px crops, K=10, 2 steps)."""
+    return tiny_run / "last.pt"
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train
-from conftest import tiny_train_overrides
+from helpers import tiny_train_overrides
 from utils.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
