@@ -14,8 +14,9 @@ What the detector sees (--crop; it works best on a face framed as in training):
 - `faces` (the default with a checkpoint that carries a face-crop map, as the shipped one does): faces
   are found by the face finder that the checkpoint's map was fitted on (--faces: YuNet, a small CNN
   shipped as checkpoints/yunet_s_640_640.onnx, for the shipped model; the Haar cascade for checkpoints
-  exported before it); each face box goes through the checkpoint's map from a face box to its training
-  crop (learnt by export_model.py), so the face fills the crop as in training. A checkpoint with looks
+  exported before it); each face (for YuNet: the box of its own five points) goes through the
+  checkpoint's map to its training crop (learnt by export_model.py), so the face fills the crop as in
+  training. A checkpoint with looks
   (the shipped one) also shows the detector each face in four shifted crops and takes the named points
   from the points of all five (the raw K points are those of the main crop).
 - `box`: face boxes you give: `--box x0,y0,x1,y1` (image pixels, x1 and y1 exclusive) for every image,

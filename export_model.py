@@ -80,10 +80,12 @@ LOOK_SHIFTS = ((0.05, 0.0), (-0.05, 0.0), (0.0, 0.05), (0.0, -0.05))  # further 
 
 @dataclass(frozen=True)
 class TrainingFace:
-    """A face of the split that the cascade found: its record, face box and training crop, stored pixels."""
+    """A face of the split that the finder found: its record, face box, anchor (`inference.finders.Found`) and
+    training crop, stored pixels."""
 
     record: FaceRecord
     face_box: tuple[int, int, int, int]
+    anchor: tuple[int, int, int, int]
     crop_box: tuple[int, int, int, int]
 
 
@@ -91,23 +93,27 @@ def find_training_face(record: FaceRecord, tight: int, finder: str = DEFAULT_FIN
     """The finder's face holding the annotated eye centre, paired with its landmark-driven crop (or None); the
     photo in its stored frame, as its annotation."""
     photo = read_photo(record.path, upright=False)
-    boxes = photo_faces(photo, thread_finder(finder))
-    index = face_holding(boxes, record.points_xy[:2].mean(axis=0))
+    faces = photo_faces(photo, thread_finder(finder))
+    index = face_holding([face.box for face in faces], record.points_xy[:2].mean(axis=0))
     if index is None:
         return None
-    return TrainingFace(record, boxes[index], landmark_crop_box(record.points_xy, tight, photo.size_wh))
+    box, anchor = faces[index]
+    return TrainingFace(record, box, anchor, landmark_crop_box(record.points_xy, tight, photo.size_wh))
 
 
 def fit_cropping(faces: list[TrainingFace], total: int, split: str) -> FaceCropping:
-    """The face-crop map and work side of the found faces; prints its line."""
+    """The face-crop map (from the anchors), the map from face boxes to anchors (None where they are the same)
+    and the work side of the found faces; prints its line."""
     crops = np.array([f.crop_box for f in faces], dtype=np.float64)  # (N, 4)
-    box_to_crop = fit_box_to_crop(np.array([f.face_box for f in faces]), crops)
+    boxes, anchors = np.array([f.face_box for f in faces]), np.array([f.anchor for f in faces])
+    box_to_crop = fit_box_to_crop(anchors, crops)
+    box_to_anchor = None if np.array_equal(boxes, anchors) else fit_box_to_crop(boxes, anchors)
     work_side = int(round(float(np.median(np.maximum(crops[:, 2] - crops[:, 0], crops[:, 3] - crops[:, 1])))))
     m = box_to_crop
     print(f"face-crop map: {len(faces)} of {total} {split} faces found ({100 * len(faces) / total:.1f} %); crop "
-          f"centre = box centre + ({m.shift_x:+.3f}, {m.shift_y:+.3f}) x box size, sides ({m.width_scale:.3f}, "
-          f"{m.height_scale:.3f}) x box; work side {work_side} px")
-    return FaceCropping(box_to_crop, work_side)
+          f"centre = anchor centre + ({m.shift_x:+.3f}, {m.shift_y:+.3f}) x anchor size, sides ({m.width_scale:.3f}, "
+          f"{m.height_scale:.3f}) x anchor; work side {work_side} px")
+    return FaceCropping(box_to_crop, work_side, box_to_anchor=box_to_anchor)
 
 
 def look_maps(main: BoxToCrop) -> tuple[BoxToCrop, ...]:
@@ -118,7 +124,7 @@ def look_maps(main: BoxToCrop) -> tuple[BoxToCrop, ...]:
 
 def crop_training_face(face: TrainingFace, size: int, cropping: FaceCropping) -> tuple[FaceInput, np.ndarray]:
     """(the detector inputs detect.py makes from the face box, the annotated points in its main crop at 128 px)."""
-    made = face_input(read_photo(face.record.path, upright=False), face.face_box, size, cropping)
+    made = face_input(read_photo(face.record.path, upright=False), face.face_box, size, cropping, face.anchor)
     return made, points_to_crop(face.record.points_xy, made.seen_box, EVAL_CROP_SIZE)
 
 

@@ -8,9 +8,11 @@ of an annotated split (e.g. mtfl-val), scored against their annotations from lan
 - found: % of photos where a face box holds the annotated eye centre (the largest such box is the face scored);
 - named-point NME: the mean over the five named points of the distance to the annotation, divided by the
   annotated inter-ocular distance, averaged over the faces found;
+- YuNet's own five points: the NME of the points the YuNet face finder gives itself (its face holding the eye
+  centre), on the same faces: the baseline the named points should beat;
 - mean-shape NME: the same for the mean training shape (the regressor's intercept, y_mean: the mean annotated
   shape in 128-px crops of its training faces) placed in the same crops (the checkpoint's face-crop map of each
-  face box). What the detector adds is the difference. Exact for photos under 2,000 px (not decoded reduced).
+  face box; for YuNet of the box of its five points, as detect.py). What the detector adds is the difference. Exact for photos under 2,000 px (not decoded reduced).
 Speed: detect.py's own photos/s (from reading the first photo to writing the last row), the whole command's
 (start-up and model loading included) and CPU seconds per photo of the process (all threads). A benchmark,
 not a test: it asserts nothing. The default checkpoint is detect.py's (the shipped model).
@@ -31,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from datasets import load_records
+from datasets.records import image_size_wh
+from datasets.transforms import clamp_box, crop_to_image_xy
 from inference.api import SHIPPED_CHECKPOINT
 from inference.crops import FaceCropping
-from inference.finders import face_holding
-from datasets.records import image_size_wh
-from datasets.transforms import crop_to_image_xy
+from inference.finders import face_holding, load_yunet, points_box, yunet_detections
+from inference.photo import read_photo
 from utils.checkpoint import read_checkpoint
 from utils.dataset_registry import IMAGE_SUFFIXES
 from utils.errors import UserError, exit_code_of
@@ -90,11 +93,21 @@ def mean_shape_128(ckpt: dict) -> np.ndarray | None:
     return None if not regressor.y_mean.any() else norm_to_crop_px(regressor.y_mean.reshape(-1, 2))
 
 
+def yunet_points(record, net) -> np.ndarray | None:
+    """(5, 2) YuNet's own points of the YuNet face holding the annotated eye centre, stored pixels (or None)."""
+    photo = read_photo(record.path, upright=False)
+    boxes, points = yunet_detections(photo.pixels, net)
+    scale = np.asarray(photo.scale_xy)
+    index = face_holding([tuple(b) for b in (boxes * np.tile(scale, 2))], record.points_xy[:2].mean(axis=0))
+    return None if index is None else (points[index] + 0.5) * scale - 0.5
+
+
 def score(records: list, faces: dict[str, list[dict]], ckpt: dict) -> dict:
-    """Found %, named-point NME and mean-shape NME (percent) of the annotated photos."""
+    """Found %, named-point NME, YuNet's own points' NME and mean-shape NME (percent) of the annotated photos."""
     cropping = FaceCropping.from_dict(ckpt["face_crop"], ckpt["path"]) if "face_crop" in ckpt else None
     mean_shape = mean_shape_128(ckpt)
-    named_errors, shape_errors, found = [], [], 0
+    net = load_yunet()
+    named_errors, shape_errors, yunet_errors, found = [], [], [], 0
     for record in records:
         mine = faces.get(str(record.path), [])
         index = face_holding([f["box"] for f in mine], record.points_xy[:2].mean(axis=0))
@@ -105,15 +118,23 @@ def score(records: list, faces: dict[str, list[dict]], ckpt: dict) -> dict:
         iod = interocular_distance(truth)
         if mine[index]["named"] is not None:
             named_errors.append(normalised_point_errors(mine[index]["named"][None], truth, iod).mean())
+        if (own := yunet_points(record, net)) is not None:
+            yunet_errors.append(normalised_point_errors(own[None], truth, iod).mean())
         if mean_shape is not None and cropping is not None:
-            crop = cropping.box_to_crop.crop_box(mine[index]["box"], image_size_wh(record.path))
+            box, size = mine[index]["box"], image_size_wh(record.path)
+            if cropping.finder == "yunet" and own is not None:  # the anchor detect.py used: YuNet's points' box
+                box = clamp_box(tuple(round(v) for v in points_box(own)), size)
+            crop = cropping.box_to_crop.crop_box(box, size)
             placed = crop_to_image_xy(mean_shape, crop, EVAL_CROP_SIZE)[None]
             shape_errors.append(normalised_point_errors(placed, truth, iod).mean())
     def percent(values: list) -> str:
         return f"{100 * np.mean(values):.2f} %" if values else "n/a"
 
     return {"found": f"{found} of {len(records)} ({100 * found / len(records):.1f} %)",
-            "named NME (faces found)": percent(named_errors), "mean-shape NME (same crops)": percent(shape_errors)}
+            "named NME (faces found)": percent(named_errors),
+            "YuNet's own five points NME (those of the faces found that YuNet finds)":
+                f"{percent(yunet_errors)} ({len(yunet_errors)} faces)",
+            "mean-shape NME (same crops)": percent(shape_errors)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -118,6 +118,9 @@ class FaceCropping:
     crop's 128-px pixels, to the five named points there. Several looks average out what one crop's framing
     adds to the points (export_model.py fits both; absent in older checkpoints). finder: the face finder whose
     boxes the maps were fitted on (`inference.finders.FINDERS`; "haar" in checkpoints older than the field).
+    The maps start from the finder's anchor (`inference.finders.Found`): for YuNet the box of its five points;
+    box_to_anchor (None: the anchor is the box itself) maps a face box given without one (`--box`) to the
+    anchor the finder would give, fitted on the finder's own face boxes.
     """
 
     box_to_crop: BoxToCrop
@@ -125,9 +128,12 @@ class FaceCropping:
     looks: tuple[BoxToCrop, ...] = ()
     looks_regressor: RidgeModel | None = None
     finder: str = DEFAULT_FINDER
+    box_to_anchor: BoxToCrop | None = None
 
     def to_dict(self) -> dict:
         data = {"box_to_crop": self.box_to_crop.to_dict(), "work_side": self.work_side, "finder": self.finder}
+        if self.box_to_anchor is not None:
+            data["box_to_anchor"] = self.box_to_anchor.to_dict()
         if self.looks:
             data["looks"] = [look.to_dict() for look in self.looks]
             data["looks_regressor"] = self.looks_regressor.to_dict()
@@ -138,6 +144,8 @@ class FaceCropping:
         """The cropping of a checkpoint's `face_crop` entry; a one-line UserError naming `where` if malformed
         (with `num_points`, also if its looks regressor does not map that many points per look)."""
         maps = [data.get("box_to_crop")] + list(data.get("looks", [])) if isinstance(data, dict) else [None]
+        anchored = isinstance(data, dict) and "box_to_anchor" in data
+        maps += [data["box_to_anchor"]] if anchored else []
         try:
             values = [{key: float(m[key]) for key in ("shift_x", "shift_y", "width_scale", "height_scale")}
                       for m in maps]
@@ -155,6 +163,7 @@ class FaceCropping:
         if finder not in FINDERS:
             raise UserError(f"{where}: its face_crop was fitted on the face finder {finder!r}; expected one of "
                             f"{', '.join(FINDERS)}")
+        box_to_anchor = BoxToCrop(**values.pop()) if anchored else None
         looks = tuple(BoxToCrop(**value) for value in values[1:])
         regressor = None
         if looks:
@@ -164,7 +173,7 @@ class FaceCropping:
                 raise UserError(f"{where}: its looks regressor has shape {regressor.weights.shape}; expected "
                                 f"({2 * NUM_ANNOTATED}, {inputs}): {1 + len(looks)} looks of K points to the five "
                                 "named points")
-        return cls(BoxToCrop(**values[0]), work_side, looks, regressor, finder)
+        return cls(BoxToCrop(**values[0]), work_side, looks, regressor, finder, box_to_anchor)
 
 
 class FaceInput(NamedTuple):
@@ -191,11 +200,14 @@ def mapped_crop(photo: Photo, face_box: Box, size: int, box_to_crop: BoxToCrop, 
     return photo.stored_box(box), face_crop(photo.pixels, box, size, work_side)
 
 
-def face_input(photo: Photo, face_box: Box, size: int, cropping: FaceCropping | None = None) -> FaceInput:
+def face_input(photo: Photo, face_box: Box, size: int, cropping: FaceCropping | None = None,
+               anchor: Box | None = None) -> FaceInput:
     """The detector input of one face box (stored pixels) of a photo.
 
-    With `cropping` (a checkpoint's face-crop map): the box's training crop (`BoxToCrop.crop_box`, clamped to
-    the photo) made by `face_crop` with the checkpoint's work side, and the same for each further look.
+    With `cropping` (a checkpoint's face-crop map): the training crop of the face's anchor (the finder's,
+    or, for a box given without one, `cropping.box_to_anchor` of the box, or the box itself when the map has
+    none), by `BoxToCrop.crop_box`, clamped to the photo, made by `face_crop` with the checkpoint's work side,
+    and the same for each further look.
     Without: the box itself is the crop (`crop_for_model`). On a reduced photo the region is cut from the
     reduced pixels (`Photo.pixel_box`).
     """
@@ -203,12 +215,15 @@ def face_input(photo: Photo, face_box: Box, size: int, cropping: FaceCropping | 
     if cropping is None:
         box = photo.pixel_box(face_box)
         return FaceInput(face_box, photo.stored_box(box), crop_for_model(photo.pixels, box, size))
-    seen_box, crop = mapped_crop(photo, face_box, size, cropping.box_to_crop, cropping.work_side)
-    looks = tuple(mapped_crop(photo, face_box, size, look, cropping.work_side) for look in cropping.looks)
+    if anchor is None:
+        anchor = cropping.box_to_anchor.crop_box(face_box, photo.size_wh) if cropping.box_to_anchor else face_box
+    seen_box, crop = mapped_crop(photo, anchor, size, cropping.box_to_crop, cropping.work_side)
+    looks = tuple(mapped_crop(photo, anchor, size, look, cropping.work_side) for look in cropping.looks)
     return FaceInput(face_box, seen_box, crop, looks)
 
 
 def photo_face_inputs(photo: Photo, size: int, cropping: FaceCropping) -> list[FaceInput]:
     """Every face that the finder of `cropping` finds in a photo (largest first), each through `face_input`:
     what detect.py's default crop does, and what export_model.py fits its regressor and expected numbers on."""
-    return [face_input(photo, box, size, cropping) for box in photo_faces(photo, thread_finder(cropping.finder))]
+    return [face_input(photo, found.box, size, cropping, found.anchor)
+            for found in photo_faces(photo, thread_finder(cropping.finder))]

@@ -14,7 +14,7 @@ from inference.points import detect_crops, look_points
 from utils.geometry import HEATMAP_STRIDE
 from utils.metrics import RidgeModel
 from inference.crops import BoxToCrop, FaceCropping, crop_for_model, face_crop, face_input, fit_box_to_crop
-from inference.finders import (CASCADE_FILE, FaceFinder, face_holding, find_faces, load_face_cascade, photo_faces,
+from inference.finders import (CASCADE_FILE, face_holding, find_faces, load_face_cascade, photo_faces,
                                thread_finder)
 from inference.photo import Photo, read_photo, reduction_factor
 
@@ -148,8 +148,7 @@ def test_faces_of_a_reduced_photo_are_boxed_in_stored_pixels(cascade):
     image, _ = synthetic_face_rgb(1)
     (box,) = find_faces(image, cascade)
     photo = Photo(image, (178 * 4, 218 * 4), (4.0, 4.0))  # as if decoded at 1/4
-    haar = FaceFinder("haar", lambda image: find_faces(image, cascade))
-    assert photo_faces(photo, haar) == [tuple(4 * v for v in box)]
+    assert photo_faces(photo, thread_finder("haar")) == [(tuple(4 * v for v in box),) * 2]  # the anchor: the box
 
 
 def test_face_input_with_and_without_a_face_crop_map():
@@ -246,8 +245,11 @@ def test_the_yunet_file_and_its_note_are_tracked_by_git():
 def test_yunet_finds_a_synthetic_face_around_its_eyes_in_the_photos_pixels():
     image, points = synthetic_face_rgb(1)
     big = cv2.resize(image, None, fx=5, fy=5, interpolation=cv2.INTER_CUBIC)  # searched on a copy 640 px long
-    boxes = thread_finder("yunet").find(big)
-    assert boxes and face_holding(boxes, 5 * points[:2].mean(axis=0) + 2) == 0
+    found = thread_finder("yunet").find(big)
+    assert found and face_holding([face.box for face in found], 5 * points[:2].mean(axis=0) + 2) == 0
+    anchor = np.array(found[0].anchor, dtype=float)  # the box of YuNet's five points: about the annotated points'
+    truth = np.concatenate([5 * points.min(axis=0) + 2, 5 * points.max(axis=0) + 3])
+    assert np.abs(anchor - truth).max() < 0.15 * (truth[2] - truth[0])
     assert thread_finder("yunet").find(np.full((300, 400, 3), 127, np.uint8)) == []
 
 
@@ -305,3 +307,19 @@ def test_a_photo_over_the_pixel_limit_is_refused_from_its_header_before_decoding
     with pytest.raises(UserError, match=r"big\.png: 400 x 300 pixels \(0 MP\), above the limit of 0\.1 MP"):
         read_photo(tmp_path / "big.png", max_pixels=100_000)
     assert inference.photo.DEFAULT_MAX_PIXELS == 200_000_000
+
+
+def test_a_face_crop_map_starts_from_the_finders_anchor_or_a_given_boxs_estimated_one():
+    """YuNet's anchor (the box of its five points) places the crop; a box given without one goes through
+    box_to_anchor first. By hand: anchor (120, 80, 180, 140) -> centre (149.5, 109.5) + (0, 6), side 72 ->
+    (114, 80, 186, 152); box (100, 50, 200, 150) -> anchor scaled by 0.6: (120, 70, 180, 130) -> (114, 70, 186, 142)."""
+    photo = Photo.of(blob_image(300, 200, (150.0, 100.0), 10.0))
+    cropping = FaceCropping(BoxToCrop(0.0, 0.1, 1.2, 1.2), 40, finder="yunet", box_to_anchor=BoxToCrop(0, 0, 0.6, 0.6))
+    found = face_input(photo, (100, 50, 200, 150), 32, cropping, anchor=(120, 80, 180, 140))
+    assert found.face_box == (100, 50, 200, 150) and found.seen_box == (114, 80, 186, 152)
+    given = face_input(photo, (100, 50, 200, 150), 32, cropping)
+    assert given.seen_box == (114, 70, 186, 142)
+    back = FaceCropping.from_dict(cropping.to_dict(), "x.pt")
+    assert back == cropping and back.box_to_anchor == BoxToCrop(0, 0, 0.6, 0.6)
+    assert FaceCropping.from_dict({k: v for k, v in cropping.to_dict().items() if k != "box_to_anchor"},
+                                  "x.pt").box_to_anchor is None
