@@ -644,8 +644,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> Path:
     finally:
         torch.set_num_threads(threads)
     if tally.skipped:
-        warnings.warn(f"skipped {len(tally.skipped)} of {len(paths)} images that do not decode or are too large "
-                      f"(first: {tally.skipped[0]})", SkippedDataWarning, stacklevel=2)
+        warnings.warn(f"skipped {len(tally.skipped)} of {len(paths)} images that do not decode "
+                      f"(first: {tally.skipped[0]})", SkippedDataWarning, stacklevel=2)  # or over --max-pixels
     print(summary(out, tally, job, time.perf_counter() - start))
     return out / "landmarks.csv"
 
