@@ -179,8 +179,8 @@ class FaceCropping:
 class FaceInput(NamedTuple):
     """One face of a photo, ready for the detector.
 
-    face_box: the face box found or given, in stored pixels (for a centre or full crop: the region itself).
-    seen_box: the region the crop shows, in stored pixels (edges; fractional for a reduced decode whose scale
+    face_box: the face box found or given, in full-image pixels (for a centre or full crop: the region itself).
+    seen_box: the region the crop shows, in full-image pixels (edges; fractional for a reduced decode whose scale
         is not whole): points of the crop map back with `crop_to_image_xy(points, seen_box, crop side)`.
     crop: (size, size, 3) uint8 RGB, the detector input.
     looks: (seen_box, crop) of each further look of the checkpoint's `FaceCropping.looks` (empty without).
@@ -194,7 +194,7 @@ class FaceInput(NamedTuple):
 
 def mapped_crop(photo: Photo, face_box: Box, size: int, box_to_crop: BoxToCrop, work_side: int
                 ) -> tuple[tuple[float, float, float, float], np.ndarray]:
-    """(seen box in stored pixels, (size, size, 3) crop) of one map of a face box: `BoxToCrop.crop_box`,
+    """(seen box in full-image pixels, (size, size, 3) crop) of one map of a face box: `BoxToCrop.crop_box`,
     clamped to the photo, cut from its (maybe reduced) pixels by `face_crop`."""
     box = photo.pixel_box(box_to_crop.crop_box(face_box, photo.size_wh))
     return photo.stored_box(box), face_crop(photo.pixels, box, size, work_side)
@@ -202,7 +202,7 @@ def mapped_crop(photo: Photo, face_box: Box, size: int, box_to_crop: BoxToCrop, 
 
 def face_input(photo: Photo, face_box: Box, size: int, cropping: FaceCropping | None = None,
                anchor: Box | None = None) -> FaceInput:
-    """The detector input of one face box (stored pixels) of a photo.
+    """The detector input of one face box (full-image pixels) of a photo.
 
     With `cropping` (a checkpoint's face-crop map): the training crop of the face's anchor (the finder's,
     or, for a box given without one, `cropping.box_to_anchor` of the box, or the box itself when the map has

@@ -24,8 +24,8 @@ from utils.visualize import rescale_points_px
 
 
 class FaceLandmarks(NamedTuple):
-    """One face's points in the photo's stored pixels: points_xy (K, 2) raw detections, named_xy (5, 2) in
-    `LANDMARK_NAMES` order (None without a regressor); face_box as `FaceInput.face_box`."""
+    """One face's points in the photo's full-image pixels (in its frame): points_xy (K, 2) raw detections,
+    named_xy (5, 2) in `LANDMARK_NAMES` order (None without a regressor); face_box as `FaceInput.face_box`."""
 
     face_box: tuple[int, int, int, int]
     points_xy: np.ndarray
@@ -58,7 +58,7 @@ def look_points(model: nn.Module, faces: Sequence[FaceInput], points: np.ndarray
                 device: torch.device | str = "cpu", batch_size: int = 64) -> np.ndarray:
     """The regressor input of faces with several looks: (N, M * K, 2), the K points of each of the M looks
     (the main crop's `points` (N, K, 2) first, then `face.looks` in order) in the main crop's pixels at the
-    128-px scale, each look's points mapped through the stored pixels (exact also where a look is clamped)."""
+    128-px scale, each look's points mapped through the full-image pixels (exact also where a look is clamped)."""
     per_look = [to_eval_scale(points, size)]
     for look in range(len(faces[0].looks) if faces else 0):
         found = detect_crops(model, [face.looks[look][1] for face in faces], device, batch_size)  # (N, K, 2)
@@ -70,7 +70,7 @@ def look_points(model: nn.Module, faces: Sequence[FaceInput], points: np.ndarray
 def locate_faces(model: nn.Module, faces: Sequence[FaceInput], size: int, device: torch.device | str = "cpu",
                  regressor: RidgeModel | None = None, batch_size: int = 64,
                  looks_regressor: RidgeModel | None = None) -> list[FaceLandmarks]:
-    """Detect the K points of each face and, with a regressor, its five named points, in stored pixels.
+    """Detect the K points of each face and, with a regressor, its five named points, in full-image pixels.
 
     The raw points map back from the (size, size) crop through `face.seen_box`; the regressor maps the
     points at the 128-px scale to the named points in the same 128-px crop, which map back the same way.
