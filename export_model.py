@@ -258,7 +258,11 @@ def run(args: argparse.Namespace) -> Path:
     for path in (args.out, expected_path):
         check_output(path, "--out", [("--checkpoint", source)], args.overwrite)
     check_writable_folder(args.out.parent, "the exported model (--out)")
-    records = load_records(args.split, args.data_root)[:args.limit]
+    try:
+        records = load_records(args.split, args.data_root)[:args.limit]
+    except UserError as exc:
+        raise UserError(f"{exc} (--split {args.split}; a CelebA/MAFL-layout or synthetic folder takes --split "
+                        "mafl-train, aflw_release-2 --split aflw-train)") from exc
     if records[0].points_xy is None:
         raise UserError(f"{args.data_root} ({args.split}): no annotated points; expected an annotated split")
     device = resolve_device(args.device)

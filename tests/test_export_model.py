@@ -184,6 +184,14 @@ def test_export_mistakes_are_one_line(tmp_path, capsys, case, message):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_the_default_split_on_a_celeba_layout_folder_suggests_the_right_one(tiny_run, synthetic_root, tmp_path,
+                                                                           capsys):
+    argv = ["--checkpoint", str(tiny_run / "last.pt"), "--data-root", str(synthetic_root), "--out", str(tmp_path / "m.pt")]
+    err = one_line_error(export_model.main(argv), capsys)  # default --split mtfl-train: no training.txt there
+    assert "training.txt: file not found" in err and "--split mafl-train" in err
+    assert not (tmp_path / "m.pt").exists()
+
+
 # --- the shipped model -------------------------------------------------------------------------------------
 
 
