@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--paper-table", choices=("auto", "mafl", "aflw", "none"), default="auto",
-        help="which paper column to print beside ours (default auto: follows the dataset, none for mtfl)",
+        help="which paper column to print beside ours (default auto: follows the dataset; none for mtfl and "
+             "synthetic data, where a named table gets a note instead of the paper's rows)",
     )
     p.add_argument("--label", help="name of our row (default: checkpoint and K from the files)")
     p.add_argument("--save-regressor", type=Path, metavar="FILE.json",
