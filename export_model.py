@@ -13,15 +13,11 @@ the synthetic CelebA-layout set) it fits, and stores beside the detector's weigh
    those crops, in pixels;
 2. the named-point regressor: the detector runs on the crops detect.py makes from those face boxes
    (`inference.crops.face_input`, the same function), and a ridge map (reg 1e-4) from its K points to the
-   five annotated points in the same crops (128-px crop pixels) is fitted. Fitted on these crops rather
-   than on landmark-driven ones, it scored 8.3 % instead of 10.4 % NME on the faces found in the 1,000 MTFL
-   validation photos (a configs/mtfl_cpu.yaml model; python -m bench.detect --annotations mtfl-val);
+   five annotated points in the same crops (128-px crop pixels) is fitted;
 3. the looks: the detector also sees each face in four further crops (the main one shifted by 5 % of the
    box right, left, down and up), and a second ridge map from the points of all five looks (in the main
    crop's pixels) to the five named points is fitted on the same faces; detect.py uses it for faces found or
-   given as boxes. Averaging over framings, it lowered the named-point NME on 300 MTFL validation photos from
-   8.45 to 7.87 % (fitted on 800 training faces, a step-2,500 checkpoint of configs/mtfl_cpu.yaml; adding
-   crops scaled by 0.9, 1.1 or 1.2 did not lower it further).
+   given as boxes.
 
 It prints one line per fit (faces found of all, the map, the regressor's training NME) and writes, each
 atomically: OUT (format, config, the `detector.*` weights, networks "detector", step, git_sha, exported_from,
@@ -30,9 +26,8 @@ the face boxes, K points and named points that the written file gives on a few f
 with an MTFL --data-root, on the first mtfl-val photos), which tests/test_export_model.py checks.
 
 Each ridge map needs at least 5 faces per input (K = 10: 100 faces for the 20 inputs of the K points, 500 for the
-100 of the five looks); fewer are refused unless --force (a smoke run): 40 faces gave a training NME of 0.10 %
-and 13.15 % on mtfl-val photos, level with the mean shape, against 7.22 % for the full fit. Ctrl-C stops it
-with one line, nothing written.
+100 of the five looks); fewer are refused unless --force (a smoke run). Ctrl-C stops it with one line, nothing
+written. What each choice measured: docs/checkpoints.md, "The shipped model".
 """
 
 from __future__ import annotations
