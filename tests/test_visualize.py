@@ -119,3 +119,24 @@ def test_plots_write_png_files_and_hold_the_data_given(tmp_path):
     assert [[bar.get_height() for bar in container] for container in handles] == [[1.0, 2.0], [3.0, 4.0]]
     for name in ("line.png", "bar.png"):
         assert cv2.imread(str(tmp_path / name)).shape[2] == 3
+
+
+def test_a_picture_that_fails_half_written_leaves_the_old_one_and_no_temporary_file(tmp_path, monkeypatch):
+    old = np.full((3, 4, 3), 7, np.uint8)
+    save_png(tmp_path / "x.png", old)
+    save_line_plot(tmp_path / "line.png", [Curve("a", [1, 2], [1.0, 2.0])], xlabel="x", ylabel="y", title="t")
+    old_plot = (tmp_path / "line.png").read_bytes()
+
+    def half_then_full_disk(self, f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", half_then_full_disk)
+    with pytest.raises(OSError, match="line.png"):
+        save_line_plot(tmp_path / "line.png", [Curve("b", [1, 2], [2.0, 1.0])], xlabel="x", ylabel="y", title="t")
+    monkeypatch.setattr(cv2, "imencode", lambda ext, img: (False, None))
+    with pytest.raises(OSError, match="x.png"):
+        save_png(tmp_path / "x.png", np.zeros((3, 4, 3), np.uint8))
+    assert (tmp_path / "line.png").read_bytes() == old_plot
+    assert np.array_equal(cv2.imread(str(tmp_path / "x.png")), old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line.png", "x.png"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from utils.errors import UserError
 from utils.files import os_reason
+from utils.visualize import save_figure
 
 CURVES_FILE = "curves.png"
 NOT_LOSS_TERMS = ("step", "epoch", "lr_fan", "lr_gen", "images_per_s")  # the other keys of a training record
@@ -96,7 +97,7 @@ def write_curves(run_dir: str | Path) -> Path:
     training, validation = read_log(log)
     last = max([r["step"] for r in training + validation], default=0)
     fig = curves_figure(training, validation, f"{run_dir.name}: {last} steps logged")
-    fig.savefig(run_dir / CURVES_FILE)
+    save_figure(run_dir / CURVES_FILE, fig)
     return run_dir / CURVES_FILE
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.files import atomic_write
+
 RGB = tuple[int, int, int]
 _SHIFT_BITS = 4  # cv2 draws at 1/16-pixel precision with shift=4
 _MARKERS = ("circle", "cross")
@@ -203,11 +205,17 @@ def add_legend(image_rgb: np.ndarray, entries: Sequence[LegendEntry], title: str
 
 
 def save_png(path: str | Path, image_rgb: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image as PNG (cv2 writes BGR, so channels are swapped here)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(None, "OpenCV could not write the PNG (a full disk or an unwritable folder?)", str(path))
+    """Write an (H, W, 3) uint8 RGB image as PNG (cv2 encodes BGR, so channels are swapped here), atomically:
+    a reader never sees half a picture, and a failed write leaves the old one."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(None, "OpenCV could not encode the PNG", str(path))
+    atomic_write(path, lambda f: f.write(png.tobytes()))
+
+
+def save_figure(path: str | Path, fig) -> None:
+    """Write a matplotlib Figure as PNG, atomically as `save_png`."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 @dataclass(frozen=True)
@@ -247,8 +255,7 @@ def save_line_plot(
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(path, fig)
     return fig
 
 
@@ -272,6 +279,5 @@ def save_bar_chart(
     ax.set(ylabel=ylabel, title=title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(path, fig)
     return fig
