@@ -581,6 +581,9 @@ def test_channels_last_computes_the_same_step_as_the_default_layout(synthetic_ro
     (terms_a, grads_a), (terms_b, grads_b) = steps[False], steps[True]
     assert terms_b == pytest.approx(terms_a, rel=1e-5)
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 20
+    flat_a, flat_b = (torch.cat([g[name].flatten() for name in grads_a]) for g in (grads_a, grads_b))
+    assert (flat_b - flat_a).norm() <= 1e-2 * flat_a.norm()
     for name, grad in grads_a.items():
-        # measured: at most 5e-4 of the norm (the first conv, behind the soft-argmax); a layout bug gives ~1;
-        assert (grads_b[name] - grad).norm() <= 1e-2 * grad.norm() + 1e-5, name  # biases before a norm: ~1e-7
+        # measured: up to 1 % of the norm (the first conv, behind the soft-argmax; it varies with the machine's
+        # threads); a layout bug gives ~1. Biases before a norm layer have ~1e-7 of pure rounding.
+        assert (grads_b[name] - grad).norm() <= 0.1 * grad.norm() + 1e-5, name
