@@ -30,10 +30,10 @@ import losses
 import train
 import utils.evaluation.report
 import utils.visualize
+from bench import profile_step
+from datasets import build_training_pairs
 from helpers import (CONFIG, assert_one_line_error, tiny_run_args, tiny_train_overrides, write_detections,
                      write_pair)
-from datasets import build_training_pairs
-from model import build_model
 from utils.checkpoint import atomic_torch_save, read_checkpoint
 from utils.config import load_config
 from utils.evaluation.detections import load_detections, save_detections
@@ -572,10 +572,7 @@ def test_channels_last_computes_the_same_step_as_the_default_layout(synthetic_ro
     for layout in (False, True):
         run_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, channels_last=layout))
         torch.manual_seed(0)
-        model, _ = build_model(cfg.model, from_checkpoint=True)
-        model.to(memory_format=torch.channels_last if layout else torch.contiguous_format)
-        optimizers, _ = train.build_optimizers([model.detector, model.generator], cfg.train)
-        loss_fn = losses.build_reconstruction_loss(perceptual=False, pixel_weight=cfg.loss.pixel_weight)
+        model, loss_fn, optimizers = profile_step.build_step(run_cfg)  # as train.prepare, in run_cfg's layout
         terms, _ = train.train_step(model, loss_fn, optimizers, batch, aux, run_cfg, torch.device("cpu"))
         steps[layout] = terms, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     (terms_a, grads_a), (terms_b, grads_b) = steps[False], steps[True]
