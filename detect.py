@@ -91,6 +91,7 @@ from utils.errors import UserError, exit_code_of
 from utils.extraction import ordered_map
 from utils.files import atomic_write, check_writable_folder, os_reason
 from utils.landmarks import LANDMARK_NAMES
+from utils.visualize import save_png
 
 DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINT  # checkpoints/mtfl_k10.pt of this repository
 CROP_MODES = ("faces", "centre", "full", "box")
@@ -422,7 +423,7 @@ def write_batch(batch: list[Prepared], detector: Detector, job: Job, out: Path, 
             continue
         mine = [next(found) for _ in prepared.faces]
         picture = draw_faces(prepared.photo, mine, source_of(job))
-        save_picture(out / pictures[prepared.path], picture)
+        save_png(out / pictures[prepared.path], picture)  # atomic: never half a picture
         for index, face in enumerate(mine):  # after its picture: the CSV holds rows of finished images only
             face_rows = csv_rows(str(prepared.path), index, face)
             rows.writerows(face_rows)
@@ -432,13 +433,6 @@ def write_batch(batch: list[Prepared], detector: Detector, job: Job, out: Path, 
             tally.faceless += 1
             bar.write(f"note: {prepared.path}: {'no face found' if job.mode == 'faces' else 'no face box given'}; "
                       "no rows for it", file=sys.stderr)
-
-
-def save_picture(path: Path, image_rgb) -> None:
-    """Write a picture as PNG (its folder made); cv2 writes BGR."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(None, "OpenCV could not write the PNG (a full disk or an unwritable folder?)", str(path))
 
 
 def write_landmarks(detector: Detector, job: Job, paths: Sequence[Path], out: Path, args: argparse.Namespace,

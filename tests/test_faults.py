@@ -423,13 +423,19 @@ def test_a_full_disk_stops_eval_after_the_tables_are_written(tmp_path, monkeypat
 
 def test_a_full_disk_stops_detect_with_the_rows_written_before(trained_run, synthetic_root, tmp_path,
                                                               monkeypatch, capsys):
-    real_imwrite, calls = utils.visualize.cv2.imwrite, []
+    real_write, calls = utils.visualize.atomic_write, []
 
-    def fills_up(path, image):  # OpenCV says only False
+    def fills_up(path, write):  # the third picture meets a full disk halfway through
         calls.append(1)
-        return False if len(calls) == 3 else real_imwrite(path, image)
+        if len(calls) != 3:
+            return real_write(path, write)
 
-    monkeypatch.setattr(utils.visualize.cv2, "imwrite", fills_up)
+        def half_then_full(f):
+            f.write(b"\x89PNG")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(path, half_then_full)
+
+    monkeypatch.setattr(utils.visualize, "atomic_write", fills_up)
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"):
@@ -437,8 +443,11 @@ def test_a_full_disk_stops_detect_with_the_rows_written_before(trained_run, synt
     out = tmp_path / "detect"
     rc = detect.main(["--checkpoint", str(trained_run), str(photos), "--out", str(out), "--batch-size", "1",
                       "--quiet"])
-    assert_one_line_error(rc, capsys, f"{out / '000003_landmarks.png'}: cannot write (OpenCV could not write the PNG",
+    assert_one_line_error(rc, capsys, f"{out / '000003_landmarks.png'}: cannot write ({os.strerror(errno.ENOSPC)})",
                           f"{out / 'landmarks.csv'} keeps the rows of the images done before")
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["000001_landmarks.png",
+                                                                             "000002_landmarks.png"]  # no half PNG
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     lines = (out / "landmarks.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 10 and lines[-1].startswith(f"{photos / '000002.jpg'},0,")
     assert lines[-1].split(",")[6] == "9"  # image,face,x0,y0,x1,y1,landmark,x,y
