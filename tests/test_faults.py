@@ -39,6 +39,7 @@ from utils.config import load_config
 from utils.evaluation.detections import load_detections, save_detections
 from utils.run_config import DataConfig, RunConfig, ValidationConfig
 from utils.training.run_folder import check_config
+from utils.training.run_lock import lock_run_folder
 from utils.training.stopping import StopSignals, ignore_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +161,16 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_run_leaves_it_free(syntheti
     assert train.main(["--resume", str(run_dir), f"train.max_steps={saved + 2}"]) == 0
     assert [r["step"] for r in records(run_dir)] == list(range(1, saved + 3))
     assert not stale.exists() and (run_dir / ".notes.tmp").exists()
+
+
+def test_resuming_a_folder_in_use_says_it_runs_even_when_it_holds_later_checkpoints(run_copy, capsys):
+    # a running run writes step files before last.pt catches up: the folder's holder is named, not the files
+    shutil.copy(run_copy / "step_00000004.pt", run_copy / "step_00000006.pt")
+    with lock_run_folder(run_copy):
+        rc = train.main(["--resume", str(run_copy)])
+    assert_one_line_error(rc, capsys, f"{run_copy}: another training run (pid {os.getpid()}) is using this run folder")
+    rc = train.main(["--resume", str(run_copy)])  # free: the later step file is what stops it
+    assert_one_line_error(rc, capsys, "holds later checkpoints (step_00000006.pt)")
 
 
 # --- 2. a test split that holds training faces ----------------------------------------------------

@@ -22,7 +22,7 @@ from utils.errors import UserError
 from utils.files import atomic_write, check_writable_folder, os_reason
 from utils.run_config import RunConfig, check_image_size
 from utils.training.resume import branch_log, check_no_newer_checkpoints, check_resume_overrides, same_folder
-from utils.training.run_lock import RunFolderLock, lock_run_folder
+from utils.training.run_lock import RunFolderLock, check_not_in_use, lock_run_folder
 from utils.training.run_log import RunLog
 from utils.training.runtime import Dist
 
@@ -50,6 +50,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, dict | None]:
         run_dir = overrides.get("log", {}).get("run_dir") or str(Path(ckpt["path"]).parent)
         cfg = build(RunConfig, merge(merge(ckpt["config"], overrides), {"log": {"run_dir": str(run_dir)}}))
         if same_folder(cfg.log.run_dir, Path(ckpt["path"]).parent):
+            check_not_in_use(Path(ckpt["path"]).parent)  # a running run writes later checkpoints: say it runs
             check_no_newer_checkpoints(ckpt, args.overwrite)
         return cfg, ckpt
     if not args.config and not args.print_config:

@@ -54,9 +54,9 @@ def lock_run_folder(run_dir: Path, advice: str = IN_USE_ADVICE) -> RunFolderLock
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        holder = read_holder(fd)
         os.close(fd)
-        raise UserError(f"{run_dir}: another training run (pid {holder}) is using this run folder; {advice}") from None
+        raise in_use_error(run_dir, holder, advice) from None
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -66,3 +66,28 @@ def lock_run_folder(run_dir: Path, advice: str = IN_USE_ADVICE) -> RunFolderLock
         raise UserError(f"{run_dir}: cannot write in the run folder ({os_reason(exc)})") from None
     return RunFolderLock(run_dir, fd)
 
+
+
+def check_not_in_use(run_dir: Path, advice: str = IN_USE_ADVICE) -> None:
+    """Raise `lock_run_folder`'s one-line UserError if a training run holds `run_dir`, taking no lock: a shared
+    flock, released at once, fails only against a holder's exclusive one, so probes never block each other
+    (all ranks of a torchrun job may probe at once)."""
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file: no run ever held the folder
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise in_use_error(run_dir, read_holder(fd), advice) from None
+    finally:
+        os.close(fd)
+
+
+def read_holder(fd: int) -> str:
+    """The pid that the lock file's holder wrote into it ('unknown' if none)."""
+    return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+
+
+def in_use_error(run_dir: Path, holder: str, advice: str) -> UserError:
+    return UserError(f"{run_dir}: another training run (pid {holder}) is using this run folder; {advice}")
