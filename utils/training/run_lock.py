@@ -67,8 +67,7 @@ def lock_run_folder(run_dir: Path, advice: str = IN_USE_ADVICE) -> RunFolderLock
     return RunFolderLock(run_dir, fd)
 
 
-
-def check_not_in_use(run_dir: Path, advice: str = IN_USE_ADVICE) -> None:
+def check_not_in_use(run_dir: Path) -> None:
     """Raise `lock_run_folder`'s one-line UserError if a training run holds `run_dir`, taking no lock: a shared
     flock, released at once, fails only against a holder's exclusive one, so probes never block each other
     (all ranks of a torchrun job may probe at once)."""
@@ -79,7 +78,7 @@ def check_not_in_use(run_dir: Path, advice: str = IN_USE_ADVICE) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise in_use_error(run_dir, read_holder(fd), advice) from None
+        raise in_use_error(run_dir, read_holder(fd), IN_USE_ADVICE) from None
     finally:
         os.close(fd)
 
