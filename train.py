@@ -4,15 +4,14 @@
     python train.py --resume runs/celeba-20261121-120000          # continue exactly where it stopped
     torchrun --standalone --nproc_per_node 4 train.py --config configs/celeba.yaml data.root=/data/celeba
 
-A run writes to `runs/<name>-<date>-<time>/`: config.yaml, log.jsonl (a JSON record per log step and
-validation), PNG grids of landmarks and reconstructions, and self-contained checkpoints written atomically
-(step_XXXXXXXX.pt, last.pt, best.pt by validation NME). `--resume` restores weights, optimisers,
-schedulers, step, data order and RNG: a resumed run ends with the same weights as an uninterrupted one.
-One run at a time holds a run folder (RUN/.lock). A non-finite loss stops the run naming the step; Ctrl-C
-and SIGTERM (timeout, SLURM, docker stop) stop it after the step in flight, saving a checkpoint; a full disk
-stops it with the command that continues it. `train.max_minutes` gives one invocation a wall-time budget
-(validate, save, stop; `--resume` continues), within which `train.decay_at_budget` brings the first
-learning-rate decay forward on a slow machine.
+A run writes to `runs/<name>-<date>-<time>/`: config.yaml, log.jsonl (a JSON record per log step and validation),
+PNG grids of landmarks and reconstructions, and self-contained checkpoints written atomically (step_XXXXXXXX.pt,
+last.pt, best.pt by validation NME). `--resume` restores weights, optimisers, schedulers, step, data order and RNG:
+a resumed run ends with the same weights as an uninterrupted one. One run at a time holds a run folder (RUN/.lock).
+A non-finite loss stops the run naming the step; Ctrl-C and SIGTERM (timeout, SLURM, docker stop) stop it after the
+step in flight, saving a checkpoint; a full disk stops it with the command that continues it. `train.max_minutes`
+gives one invocation a wall-time budget (validate, save, stop; `--resume` continues), within which
+`train.decay_at_budget` brings the first learning-rate decay forward on a slow machine.
 `python train.py --print-config` prints every config key with its default, what it accepts and what it does.
 """
 
@@ -38,6 +37,7 @@ from utils.config import check_values, commented_yaml, markdown_table, to_dict
 from utils.errors import UserError, one_line
 from utils.pretrained import pretrained_fan_weights
 from utils.run_config import RunConfig, TrainConfig
+from utils.training import collectives
 from utils.training.pictures import save_training_grid
 from utils.training.resume import finished_line, restore_run
 from utils.training.run_folder import (as_write_failure, check_config, check_run_folder_writable, checked_fingerprint,
@@ -80,7 +80,7 @@ def train_step(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizers: lis
     values = torch.stack([t.detach().float() for t in terms.values()])
     finite = torch.isfinite(values).all().float()
     if distributed:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        collectives.all_reduce(finite, op=dist.ReduceOp.MIN)
     if finite.item() < 1:
         raise NonFiniteLoss(", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values.tolist())))
     for opt in optimizers:

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from utils.device import resolve_device
 from utils.run_config import RuntimeConfig, TrainConfig
+from utils.training import collectives
 
 
 @dataclass
@@ -121,7 +122,7 @@ class WallClock:
             return False
         flag = torch.tensor([float(monotonic() > deadline)], device=self.device)
         if self.d.enabled:
-            dist.broadcast(flag, src=0)
+            collectives.broadcast(flag, src=0)
         return bool(flag.item())
 
 
@@ -157,5 +158,5 @@ def ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:
     if dist.get_backend() == "gloo":
         sums = sums.cpu()
     gathered = [torch.zeros_like(sums) for _ in range(d.world_size)]
-    dist.all_gather(gathered, sums)
+    collectives.all_gather(gathered, sums)
     return all(torch.equal(g, gathered[0]) for g in gathered)

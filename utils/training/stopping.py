@@ -20,6 +20,8 @@ from types import FrameType
 import torch
 import torch.distributed as dist
 
+from utils.training import collectives
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -55,7 +57,7 @@ class StopSignals:
         if not distributed:
             return self.signum
         flag = torch.tensor([self.signum], dtype=torch.int32, device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        collectives.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
 
