@@ -1,10 +1,11 @@
 """Where a training step's time goes, phase by phase, for any run config (issue: sharper points on two cores).
 
-    python -m bench.profile_step --config configs/mtfl_cpu.yaml data.root=/data/MTFL
-    python -m bench.profile_step --config configs/mtfl_cpu.yaml data.root=/data/MTFL data.image_size=64 \
-        model.heatmap_s=8 --threads 1 --steps 20
+    python -m bench.profile_step --config configs/mtfl_cpu.yaml data.root=/data/MTFL    # the chosen 64-px step
+    python -m bench.profile_step --config configs/mtfl_cpu.yaml data.root=/data/MTFL data.image_size=32 \
+        model.heatmap_s=2 model.gen_res_blocks=2 runtime.channels_last=false --threads 1 --steps 20  # the old 32 px
     python -m bench.profile_step ... --variant channels_last --variant compile   # time variants beside the base
 
+The paper-size step (128 px, VGG16 loss) is timed by `python -m bench.step`.
 Builds the run's data, model, loss and optimisers as train.py does (`train.train_step` is timed whole for
 each variant) and splits the base step into phases, in milliseconds per step (median over --steps timed
 steps after --warmup):
