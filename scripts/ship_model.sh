@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the shipped model checkpoints/mtfl_k10.pt (and its .expected.json) from scratch: train
-# configs/mtfl_cpu.yaml on MTFL (97 minutes on a shared 2-core CPU, the model card), then export the run's last
+# configs/mtfl_cpu.yaml on MTFL (about 2 hours on a shared 2-core CPU, the model card), then export the run's last
 # checkpoint with the face-crop map and named-point regressor fitted on mtfl-train photos.
 #
 #   bash scripts/ship_model.sh /data/MTFL
